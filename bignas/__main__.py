@@ -1,0 +1,5 @@
+import sys
+
+from bignas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Elastic ops. Each has one `active(...)` method returning the weights a child uses;
+`forward` and static-child extraction both call it, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def make_act(name: str | None) -> nn.Module:
+    """Activation module by the name used in search-space files."""
+    acts = {"relu": nn.ReLU, "hswish": nn.Hardswish, "swish": nn.SiLU, "sigmoid": nn.Sigmoid,
+            "hsigmoid": nn.Hardsigmoid, None: nn.Identity}
+    return acts[name]()
+
+
+def take(t: Tensor, n: int, dim: int = 0) -> Tensor:
+    """The first `n` entries of `t` along `dim`; `t` itself when nothing is cut, so a full-size
+    child pays no slicing in forward nor a scatter in backward."""
+    return t if t.shape[dim] == n else t.narrow(dim, 0, n)
+
+
+def centre_crop(w: Tensor, kernel: int) -> Tensor:
+    """Centre `kernel` x `kernel` taps of a conv weight (BigNAS: smaller kernels share the centre)."""
+    start = (w.shape[-1] - kernel) // 2
+    return w if start == 0 else w[:, :, start:start + kernel, start:start + kernel]
+
+
+class ElasticConv2d(nn.Module):
+    """A conv holding its largest weight; a child uses the first channels and the centre taps."""
+
+    def __init__(self, max_in: int, max_out: int, max_kernel: int, depthwise: bool = False,
+                 bias: bool = False) -> None:
+        super().__init__()
+        if depthwise and max_in != max_out:
+            raise ValueError("a depthwise conv has as many outputs as inputs")
+        self.depthwise = depthwise
+        self.weight = nn.Parameter(torch.empty(max_out, 1 if depthwise else max_in, max_kernel, max_kernel))
+        self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def active(self, in_ch: int, out_ch: int, kernel: int) -> tuple[Tensor, Tensor | None]:
+        w = take(self.weight, out_ch)
+        if not self.depthwise:
+            w = take(w, in_ch, dim=1)
+        bias = None if self.bias is None else take(self.bias, out_ch)
+        return centre_crop(w, kernel), bias
+
+    def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1) -> Tensor:
+        in_ch = x.shape[1]
+        w, b = self.active(in_ch, in_ch if self.depthwise else out_ch, kernel)
+        return F.conv2d(x, w, b, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose affine weights and running statistics are sliced to the active width.
+
+    In training the sliced running statistics are views, so updates land in the full buffers.
+    """
+
+    def active(self, channels: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (take(self.weight, channels), take(self.bias, channels),
+                take(self.running_mean, channels), take(self.running_var, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias, mean, var = self.active(x.shape[1])
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            # momentum=None is a cumulative average, used to re-estimate statistics (BN recalibration).
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, mean, var, weight, bias, self.training, factor, self.eps)
+
+
+class ElasticLinear(nn.Module):
+    """A linear layer whose input features are elastic (the classifier after an elastic head)."""
+
+    def __init__(self, max_in: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, max_in))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.normal_(self.weight, 0.0, 0.01)
+
+    def active(self, in_features: int) -> tuple[Tensor, Tensor]:
+        return take(self.weight, in_features, dim=1), self.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, *self.active(x.shape[1]))

@@ -1,0 +1,43 @@
+"""The elastic supernet: modules sized for the largest child, run under any child's plan."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import Tensor, nn
+
+from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem
+from bignas.space import Child, SearchSpace, plan
+
+
+class Supernet(nn.Module):
+    """Weights of every child of `space`; `forward(x, child)` runs one of them.
+
+    The spatial size of `x` is the resolution the child runs at, so a test can run any child
+    at a reduced size. Sampling, costs and checkpointing live in their own modules.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int | None = None) -> None:
+        super().__init__()
+        if num_classes is not None:
+            space = dataclasses.replace(space, num_classes=num_classes)
+        self.space = space
+        # The largest child at a size where no kernel is cropped gives every module its full shape.
+        largest = plan(space, space.max(), resolution=2 ** 16)
+        self.stem = ElasticStem(largest.stem, space.stem.kernel)
+        depths = [max(s.depths) for s in space.stages]
+        self.stages = nn.ModuleList(
+            nn.ModuleList(ElasticMBConv(b, max(space.stages[b.stage].kernels))
+                          for b in largest.blocks if b.stage == si)
+            for si in range(len(depths))
+        )
+        self.head = ElasticHead(largest.head)
+
+    def forward(self, x: Tensor, child: Child, dropout: float = 0.0,
+                drop_connect: float = 0.0) -> Tensor:
+        """Logits of `child` on `x`; dropout and drop-connect are for the largest child only (BigNAS Sec. 3.1)."""
+        net = plan(self.space, child, resolution=x.shape[-1])
+        x = self.stem(x, net.stem)
+        for b in net.blocks:
+            x = self.stages[b.stage][b.index](x, b, drop_connect)
+        return self.head(x, net.head, dropout)
