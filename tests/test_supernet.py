@@ -1,0 +1,128 @@
+"""Invariants of the elastic supernet: exact extraction, gradients, costs, ONNX parity."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bignas.cost import child_cost
+from bignas.export import export_onnx, onnx_max_abs_diff
+from bignas.nn import extract
+from bignas.nn.ops import centre_crop
+from bignas.space import effective_kernel, load_space, plan
+from conftest import TEST_RESOLUTION, make_random_supernet, random_supernet
+
+
+def children(space, n, seed=0):
+    rng = random.Random(seed)
+    return [space.max(), space.min()] + [space.sample(rng) for _ in range(n)]
+
+
+def resolution(name, child):
+    return TEST_RESOLUTION[name] or child.resolution
+
+
+def test_supernet_equals_extracted_child(space_name):
+    """min, max and 50 random children: same logits in eval mode, same parameter count as analytic."""
+    net = random_supernet(space_name)
+    gen = torch.Generator().manual_seed(1)
+    for child in children(net.space, 50):
+        r = resolution(space_name, child)
+        x = torch.randn(2, 3, r, r, generator=gen)
+        static = extract(net, child, r)
+        with torch.no_grad():
+            want, got = net(x, child), static(x)
+        assert want.std() > 0.1  # outputs carry signal, so a slicing error would show
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        n_params = sum(p.numel() for p in static.parameters())
+        assert n_params == child_cost(net.space, child, r).params
+
+
+def test_extraction_in_train_mode_matches_too():
+    net = random_supernet("cifar-small").train()
+    try:
+        child = net.space.sample(random.Random(2))
+        x = torch.randn(4, 3, child.resolution, child.resolution)
+        static = extract(net, child)
+        assert static.training
+        torch.testing.assert_close(static(x), net(x, child), atol=1e-5, rtol=0)
+    finally:
+        net.eval()
+
+
+def test_every_parameter_gets_a_gradient_under_the_largest_child(space_name):
+    space = load_space(space_name)
+    net = make_random_supernet(space_name).train()
+    child = space.max()
+    r = min(space.resolutions)  # large enough that no kernel is cropped
+    assert all(b.kernel == max(space.stages[b.stage].kernels)
+               for b in plan(space, child, r).blocks)
+    net(torch.randn(2, 3, r, r), child).logsumexp(1).sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_smaller_child_leaves_unused_weights_without_gradient():
+    space = load_space("cifar-small")
+    net = make_random_supernet("cifar-small").train()
+    net(torch.randn(2, 3, 28, 28), space.min()).sum().backward()
+    deepest = net.stages[1][2]  # stage 1 has depth 3 at most, min uses 1 block
+    assert all(p.grad is None for p in deepest.parameters())
+    w = net.stages[1][0].project.conv.weight  # min width 32 of 40
+    assert w.grad[32:].abs().sum() == 0 and w.grad[:32].abs().sum() > 0
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_kernel_cropped_to_feature_map_gives_the_same_output(size, stride):
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 4, size, size, generator=gen)
+    w = torch.randn(4, 1, 7, 7, generator=gen)
+    k = effective_kernel(7, size)
+    full = F.conv2d(x, w, None, stride, 3, 1, 4)
+    cropped = F.conv2d(x, centre_crop(w, k), None, stride, k // 2, 1, 4)
+    torch.testing.assert_close(cropped, full, atol=1e-6, rtol=0)
+
+
+def test_mflops_match_fvcore(space_name):
+    """Analytic MACs equal fvcore's conv + linear count exactly (tolerance 0). fvcore's total also
+    counts batch norm (one op per element; 1-5% here), which the analytic model leaves out as
+    once-for-all's counter does: the gap is exactly that and nothing else."""
+    from fvcore.nn import FlopCountAnalysis
+
+    net = random_supernet(space_name)
+    for child in children(net.space, 4, seed=3):
+        r = resolution(space_name, child)
+        static = extract(net, child, r)
+        flops = FlopCountAnalysis(static, torch.randn(1, 3, r, r))
+        flops.unsupported_ops_warnings(False)
+        flops.uncalled_modules_warnings(False)
+        by_op = flops.by_operator()
+        analytic = child_cost(net.space, child, r).macs
+        assert by_op["conv"] + by_op["linear"] == analytic
+        assert flops.total() - by_op["batch_norm"] == analytic
+
+
+def _onnx_parity(name, child, tmp_path):
+    net = random_supernet(name)
+    r = resolution(name, child)
+    static = extract(net, child, r)
+    path = export_onnx(static, r, tmp_path / "child.onnx")
+    x = torch.randn(3, 3, r, r)  # batch 3: the exported batch axis is dynamic
+    assert onnx_max_abs_diff(static, path, x) <= 1e-4
+
+
+@pytest.mark.parametrize("which", ["max", "min", "random"])
+def test_onnx_runtime_equals_pytorch(space_name, which, tmp_path):
+    space = load_space(space_name)
+    child = {"max": space.max(), "min": space.min(), "random": space.sample(random.Random(11))}[which]
+    _onnx_parity(space_name, child, tmp_path)
+
+
+@pytest.mark.slow
+def test_onnx_runtime_equals_pytorch_on_50_random_children(space_name, tmp_path):
+    space = load_space(space_name)
+    rng = random.Random(2024)
+    for _ in range(50):
+        _onnx_parity(space_name, space.sample(rng), tmp_path)
