@@ -6,8 +6,10 @@ import argparse
 import json
 import random
 import sys
+import time
 
 from bignas.cost import child_cost
+from bignas.errors import BignasError
 from bignas.space import SpaceError, load_space, space_names
 
 
@@ -27,6 +29,107 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bignas.latency import run
+    from bignas.latency.device import BundleError, Progress
+    from bignas.latency.profile import ProfileError, load_profile
+    from bignas.latency.table import TableError
+
+    start = time.monotonic()
+    progress = None if args.quiet else Progress()
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+        if args.calibrate:
+            space = load_space(args.space) if args.space else None
+            table = run.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None,
+                                       space, profile, args.profile)
+            print(json.dumps(run.summary(table, time.monotonic() - start)))
+            return 0
+        if profile is None:
+            print("bignas profile: error: --profile is required (except with --calibrate FILE)", file=sys.stderr)
+            return 2
+        space = load_space(args.space or "ofa-mbv3")
+        if args.bundle:
+            manifest = run.write_device_bundle(profile, space, Path(args.bundle), args.children, progress)
+            print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
+                f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
+                "bignas profile --calibrate TABLE.json   # back here, with torch"]}))
+            return 0
+        out = Path(args.out) if args.out else run.default_table_path(profile, space)
+        table = run.profile_device(profile, args.profile, space, out, args.children, progress)
+        print(json.dumps(run.summary(table, time.monotonic() - start)))
+        return 0
+    except (ProfileError, TableError, BundleError) as e:
+        print(f"bignas profile: error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_latency_check(args: argparse.Namespace) -> int:
+    from bignas.latency.check import latency_check
+    from bignas.latency.device import Progress
+    from bignas.latency.profile import ProfileError
+    from bignas.latency.table import TableError, read_table
+
+    try:
+        table = read_table(args.table)
+        space = load_space(args.space or table.space_name)
+        result = latency_check(table, space, args.children, args.seed, None if args.quiet else Progress())
+    except (ProfileError, TableError) as e:
+        print(f"bignas latency-check: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bignas.train.config import load_config
+    from bignas.train.recipe import Recipe
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"epochs={args.epochs}")
+    if args.data is not None:
+        overrides.append(f"data={args.data}")
+    run = Path(args.out)
+    # A resumed run continues from its own saved config; overrides still apply on top of it.
+    config = load_config(run / "config.yaml" if args.resume else args.config, overrides)
+    recipe = Recipe(config, run, show_progress=not args.quiet)
+    try:
+        recipe.setup(resume=args.resume)
+        last = recipe.train()
+    finally:
+        recipe.close()
+    if recipe.dist.is_main:
+        print(json.dumps({"run": str(run), "steps": recipe.step, **{k: v for k, v in last.items() if k != "kind"}}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bignas.data import load_dataset
+    from bignas.search.accuracy import evaluate_child
+    from bignas.train.recipe import load_run
+
+    space, config, supernet = load_run(args.run, args.device)
+    child = {"max": space.max, "min": space.min}.get(args.arch)
+    child = child() if child else space.load_child(args.arch)
+    dataset = load_dataset(args.data or config.data, image_size=config.image_size, workers=config.workers)
+    if dataset.num_classes != space.num_classes:
+        raise SpaceError(f"{args.data}: {dataset.num_classes} classes, but run {args.run} was trained "
+                         f"for {space.num_classes}")
+    top1, _ = evaluate_child(supernet, child, dataset, args.split,
+                             calibration_images=config.eval.calibration_images,
+                             batch_size=config.eval.batch_size)
+    cost = child_cost(space, child)
+    print(json.dumps({"arch": child.to_dict(space), "resolution": child.resolution, "top1": round(top1, 6),
+                      "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
+                      "split": args.split}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bignas",
@@ -43,6 +146,67 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'max' (largest child), 'min' (smallest), 'random', or a child architecture JSON file")
     p.add_argument("--seed", type=int, default=0, help="seed for --arch random (default: 0)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train a supernet with the sandwich rule and inplace distillation",
+                       description="Train a supernet. The config file fully defines the run; flags and "
+                                   "key=value pairs override its keys. Run with torchrun for several "
+                                   "processes: torchrun --nproc_per_node=N -m bignas train ...")
+    p.add_argument("--config", default="quickstart.yaml",
+                   help="config YAML: a path, or a shipped recipe (quickstart.yaml, cifar10.yaml, imagenet.yaml)")
+    p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
+                                  "(overrides the config's 'data')")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    p.add_argument("--epochs", type=int, help="number of epochs (overrides the config's 'epochs')")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint, exactly as if never stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.05")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1 of one child of a trained supernet (JSON)",
+                       description="Extract a child, re-estimate its BN statistics on a fixed calibration "
+                                   "subset of the training split, and print one JSON object "
+                                   "{arch, resolution, top1, mflops, params_m, split}.")
+    p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
+    p.add_argument("--arch", required=True, help="'max', 'min', or a child architecture JSON file")
+    p.add_argument("--data", help="dataset spec (default: the run's)")
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="'val' (held out of training; what search uses) or 'test' (final reports only)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("profile", help="measure a device's latency table with ONNX Runtime",
+                       description="Time every distinct block of a search space with ONNX Runtime as the "
+                                   "device profile says, calibrate on whole children, and write the table "
+                                   "(default latency_tables/PROFILE/SPACE.json). For a device without "
+                                   "PyTorch: --bundle DIR, then `python -m bignas.latency.device DIR --out "
+                                   "FILE` on the device, then --calibrate FILE here.")
+    p.add_argument("--profile", help="device profile YAML (profiles/NAME.yaml); required unless --calibrate")
+    p.add_argument("--space", default=None,
+                   help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
+                        "(default: ofa-mbv3; with --calibrate: the table's)")
+    p.add_argument("--out", help="table to write (default latency_tables/PROFILE/SPACE.json; "
+                                 "with --calibrate: the FILE itself)")
+    p.add_argument("--bundle", metavar="DIR", help="only write the block ONNX files, reference model and "
+                                                   "manifest for a device that cannot run PyTorch")
+    p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote")
+    p.add_argument("--children", type=int, default=30,
+                   help="whole children timed for the calibration (default: 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("latency-check", help="compare a latency table's predictions with fresh measurements",
+                       description="Export N fresh random children, time each end to end under the table's "
+                                   "profile and print one JSON object {n, within_5pct, within_10pct, mae_pct, "
+                                   "spearman, kendall, worst_pct, ...}; a scatter PNG and per-child JSON go "
+                                   "beside the table.")
+    p.add_argument("--table", required=True, help="latency table JSON")
+    p.add_argument("--children", type=int, default=100, help="random children to measure (default: 100)")
+    p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_latency_check)
     return parser
 
 
@@ -50,6 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpaceError as e:
+    except BignasError as e:
         print(f"bignas {args.command}: error: {e}", file=sys.stderr)
         return 2

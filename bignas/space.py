@@ -18,11 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+from bignas.errors import BignasError
+
 ACTIVATIONS = ("relu", "hswish", "swish")
 GATES = ("sigmoid", "hsigmoid")
 
 
-class SpaceError(ValueError):
+class SpaceError(BignasError):
     """A search space file or a child architecture is invalid; the message names file and field."""
 
 

@@ -57,7 +57,13 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose affine weights and running statistics are sliced to the active width.
 
     In training the sliced running statistics are views, so updates land in the full buffers.
+    With `process_group` set (by data-parallel setup), training statistics are those of the
+    global batch across all processes.
     """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.process_group = None
 
     def active(self, channels: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (take(self.weight, channels), take(self.bias, channels),
@@ -70,7 +76,30 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             # momentum=None is a cumulative average, used to re-estimate statistics (BN recalibration).
             factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            if self.process_group is not None:
+                return sync_batch_norm(x, weight, bias, mean, var, factor, self.eps, self.process_group)
         return F.batch_norm(x, mean, var, weight, bias, self.training, factor, self.eps)
+
+
+def sync_batch_norm(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                    momentum: float, eps: float, group) -> Tensor:
+    """Training-mode batch norm over the union of every process's batch (differentiable)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    c = x.shape[1]
+    xf = x.float()
+    local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)),
+                       xf.new_full((1,), x.numel() // c)])
+    total = all_reduce(local, group=group)
+    count = total[-1]
+    mean = total[:c] / count
+    var = total[c:2 * c] / count - mean * mean
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1 - momentum).add_(var * count / (count - 1), alpha=momentum)
+    scale = weight * torch.rsqrt(var + eps)
+    shift = bias - mean * scale
+    return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
 
 
 class ElasticLinear(nn.Module):

@@ -35,9 +35,10 @@ class Supernet(nn.Module):
 
     def forward(self, x: Tensor, child: Child, dropout: float = 0.0,
                 drop_connect: float = 0.0) -> Tensor:
-        """Logits of `child` on `x`; dropout and drop-connect are for the largest child only (BigNAS Sec. 3.1)."""
+        """Logits of `child` on `x`. Dropout and drop-connect are for the largest child only
+        (BigNAS Sec. 3.1); drop-connect grows linearly with depth, as in EfficientNet."""
         net = plan(self.space, child, resolution=x.shape[-1])
         x = self.stem(x, net.stem)
-        for b in net.blocks:
-            x = self.stages[b.stage][b.index](x, b, drop_connect)
+        for i, b in enumerate(net.blocks):
+            x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks))
         return self.head(x, net.head, dropout)

@@ -1,0 +1,1 @@
+"""Accuracy evaluation of children and the architecture search."""

@@ -1,0 +1,54 @@
+"""Accuracy of one child: extract it, re-estimate its BN statistics, measure top-1."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from bignas.data import Dataset, resize_batch
+from bignas.nn import Supernet, extract
+from bignas.space import Child
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.device) -> None:
+    """Replace every BN layer's running statistics by their exact average over `batches`.
+
+    A child's statistics differ from the supernet's running ones (those mix every child
+    trained), so they are re-estimated before the child is evaluated or exported (BigNAS Sec. 3.3).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+    model.train()
+    for x in batches:
+        model(x.to(device))
+    model.eval()
+
+
+@torch.no_grad()
+def top1(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], resolution: int,
+         device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in batches:
+        logits = model(resize_batch(images, resolution).to(device))
+        correct += (logits.argmax(1).cpu() == labels).sum().item()
+        total += len(labels)
+    return correct / total
+
+
+def evaluate_child(supernet: Supernet, child: Child, dataset: Dataset, split: str, *,
+                   calibration_images: int, batch_size: int) -> tuple[float, nn.Module]:
+    """Top-1 of `child` on `split` after BN recalibration; also returns the calibrated static child.
+
+    The supernet is left untouched: calibration runs on the extracted copy.
+    """
+    device = next(supernet.parameters()).device
+    static = extract(supernet, child)
+    n = min(calibration_images, len(dataset.train))
+    recalibrate_bn(static, dataset.calibration_batches(n, batch_size, child.resolution), device)
+    return top1(static, dataset.split(split).eval_batches(batch_size), child.resolution, device), static

@@ -1,0 +1,277 @@
+"""The training recipe: setup, train, save, resume. One config defines the run."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from bignas.data import load_dataset
+from bignas.errors import BignasError
+from bignas.io import atomic_path, write_json
+from bignas.nn import Supernet
+from bignas.search.accuracy import evaluate_child
+from bignas.space import load_space, parse_space
+from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from bignas.train.config import TrainConfig, config_from_dict
+from bignas.train.distributed import Distributed
+from bignas.train.sandwich import children_for_step, sandwich_loss
+from bignas.train.schedule import lr_factor
+
+
+class RunError(BignasError):
+    """A run directory that cannot be used as asked (exists already, nothing to resume, ...)."""
+
+
+def zero_init_last_bn(supernet: Supernet) -> None:
+    """BigNAS Sec. 3.2: the last BN of each residual block starts at gamma 0, so every block
+    begins as the identity and deep and shallow children start out alike."""
+    for stage in supernet.stages:
+        for block in list(stage)[1:]:  # blocks after the first of a stage are always residual
+            nn.init.zeros_(block.project.bn.weight)
+
+
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """Weight decay on conv and linear weights only. It is applied once per step, on weights
+    the largest child spans entirely: BigNAS's "regularise the largest child only"."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+class Recipe:
+    """Train a supernet with the sandwich rule and inplace distillation into `run_dir`.
+
+    run_dir holds config.yaml (the full effective config), run.json (space, data, world
+    size), checkpoints/, metrics.jsonl, supernet.pt (final weights) and, when tensorboard is
+    installed, TensorBoard event files.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, show_progress: bool = True) -> None:
+        self.cfg = config
+        self.run = Path(run_dir)
+        self.show_progress = show_progress
+        self.dist: Distributed | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, resume: bool = False) -> None:
+        cfg = self.cfg
+        self.dist = Distributed.from_env(cfg.device)
+        self.device = self.dist.device
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        self.dataset = load_dataset(cfg.data, image_size=cfg.image_size, workers=cfg.workers)
+        self.space = dataclasses.replace(load_space(cfg.space), num_classes=self.dataset.num_classes)
+        self.supernet = Supernet(self.space).to(self.device)
+        if cfg.model.zero_init_last_bn:
+            zero_init_last_bn(self.supernet)
+        if cfg.channels_last:
+            self.supernet = self.supernet.to(memory_format=torch.channels_last)
+        self.model = self.dist.wrap(self.supernet, cfg.sync_bn)
+        self.optimizer = make_optimizer(self.supernet, cfg.optimizer)
+        self.steps_per_epoch = self.dataset.train.steps_per_epoch(cfg.batch_size, self.dist.world_size)
+        if self.steps_per_epoch == 0:
+            raise RunError(f"{cfg.data}: {len(self.dataset.train)} training images are fewer than one global "
+                           f"batch of {cfg.batch_size} x {self.dist.world_size}")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg.epochs, cfg.schedule))
+        self.step = 0
+        if resume:
+            self.resume()
+        else:
+            if latest_checkpoint(self.run) is not None:
+                raise RunError(f"{self.run}: already holds a run; pass --resume to continue it or choose "
+                               f"another --out")
+            if self.dist.is_main:
+                self._write_run_files()
+        self.writer = self._tensorboard() if self.dist.is_main else None
+
+    def _write_run_files(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.run / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        write_json(self.run / "run.json", {"space": self.space.to_dict(), "space_hash": self.space.hash,
+                                           "data": self.dataset.summary(), "world_size": self.dist.world_size})
+        (self.run / "metrics.jsonl").write_text("")
+
+    def _tensorboard(self):
+        if not self.cfg.log.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(str(self.run / "tensorboard"))
+
+    # ------------------------------------------------------------------ train
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        total = cfg.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=self.step, unit="step", disable=not (self.show_progress and self.dist.is_main),
+                   dynamic_ncols=True)
+        images_per_step = cfg.batch_size * self.dist.world_size * (2 + cfg.sandwich.num_random)
+        autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16,  # noqa: E731
+                                          enabled=cfg.precision == "bf16")
+        no_sync = getattr(self.model, "no_sync", contextlib.nullcontext)
+        last = {}
+        tick, tick_step = time.perf_counter(), self.step
+        while self.step < total:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            self.model.train()
+            for images, labels in self.dataset.train.train_batches(
+                    cfg.batch_size, seed=cfg.seed, epoch=epoch, start_step=start,
+                    rank=self.dist.rank, world_size=self.dist.world_size):
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, parts = sandwich_loss(
+                    self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
+                    dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
+                    distill=cfg.sandwich.distill, no_sync=no_sync, autocast=autocast)
+                loss.backward()
+                if cfg.optimizer.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.optimizer.grad_clip)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log.every_steps == 0 or self.step == total:
+                    # The only host sync of the loop: once every log interval.
+                    now = time.perf_counter()
+                    speed = images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
+                    tick, tick_step = now, self.step
+                    last = {"kind": "step", "step": self.step, "epoch": epoch, "lr": lr,
+                            "loss_max": parts[0].item(), "loss_min": parts[1].item(),
+                            "images_per_s": round(speed, 1)}
+                    bar.set_postfix(loss=f"{last['loss_max']:.3f}", lr=f"{lr:.4f}", img_s=f"{speed:.0f}")
+                    self._log(last)
+                if self.step % self.steps_per_epoch == 0:
+                    self._end_epoch(epoch)
+                elif self.step % cfg.checkpoint.every_steps == 0:
+                    self.save()
+        bar.close()
+        if self.dist.is_main:
+            with atomic_path(self.run / "supernet.pt") as tmp:
+                torch.save({"model": self.supernet.state_dict(), "space_hash": self.space.hash}, tmp)
+        self.dist.barrier()
+        return last
+
+    def _end_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        if cfg.eval.every_epochs and (epoch + 1) % cfg.eval.every_epochs == 0 and self.dist.is_main:
+            record = {"kind": "epoch", "epoch": epoch, "step": self.step}
+            for name, child in (("max", self.space.max()), ("min", self.space.min())):
+                record[f"top1_{name}"], _ = evaluate_child(
+                    self.supernet, child, self.dataset, "val",
+                    calibration_images=cfg.eval.calibration_images, batch_size=cfg.eval.batch_size)
+            self._log(record)
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 largest {record['top1_max']:.4f}, "
+                       f"smallest {record['top1_min']:.4f}")
+        self.dist.barrier()
+        self.save()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("kind", "step", "epoch"):
+                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.dist is not None:
+            self.dist.close()
+
+    # ------------------------------------------------------------------ save / resume
+
+    def save(self) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "model": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "space_hash": self.space.hash,
+            "config": self.cfg.to_dict(),
+            # Data order, augmentation and children are functions of (seed, step); only the
+            # global generators (dropout, drop-connect) carry state of their own.
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        save_checkpoint(self.run, self.step, state, self.cfg.checkpoint.keep)
+
+    def resume(self) -> None:
+        path = latest_checkpoint(self.run)
+        if path is None:
+            raise RunError(f"{self.run}: no checkpoint to resume from (checkpoints/step-*.pt)")
+        state = load_checkpoint(path, self.space.hash)
+        try:
+            self.supernet.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            torch.set_rng_state(state["rng_cpu"])
+            if state["rng_cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{path}: does not fit this run ({type(e).__name__}: {e})") from None
+        if self.dist.is_main:
+            self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop records a killed run wrote after its last checkpoint: they will be written again."""
+        path = self.run / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+
+
+def load_run(run: str | Path, device: str = "auto"):
+    """The space, dataset spec and trained supernet of a finished (or running) run directory."""
+    run = Path(run)
+    meta_path = run / "run.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run}: not a bignas run directory (no run.json)") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{meta_path}: malformed JSON ({e})") from None
+    space = parse_space(meta["space"], str(meta_path))
+    final = run / "supernet.pt"
+    path = final if final.exists() else latest_checkpoint(run)
+    if path is None:
+        raise RunError(f"{run}: no weights yet (neither supernet.pt nor checkpoints/step-*.pt)")
+    if path == final:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict) or state.get("space_hash") != space.hash:
+            raise CheckpointError(f"{path}: field 'space_hash' does not match {meta_path}")
+    else:
+        state = load_checkpoint(path, space.hash)
+    supernet = Supernet(space)
+    supernet.load_state_dict(state["model"])
+    dev = Distributed.pick_device(device, 0)
+    config = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()), str(run / "config.yaml"))
+    return space, config, supernet.to(dev).eval()

@@ -1,0 +1,59 @@
+"""The sandwich rule with inplace distillation (BigNAS Sec. 3.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bignas.data import derive_seed, resize_batch
+from bignas.space import Child, SearchSpace
+
+
+def children_for_step(space: SearchSpace, seed: int, step: int, num_random: int) -> list[Child]:
+    """Largest, smallest and `num_random` random children of one step.
+
+    Drawn from a generator seeded by (seed, step) only, so every data-parallel rank, and a
+    resumed run, trains exactly the same children.
+    """
+    rng = random.Random(derive_seed("children", seed, step))
+    return [space.max(), space.min()] + [space.sample(rng) for _ in range(num_random)]
+
+
+def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
+    """Cross-entropy against soft targets (KL divergence up to the teachers' constant entropy)."""
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def sandwich_loss(model: nn.Module, images: Tensor, labels: Tensor, children: list[Child], *,
+                  label_smoothing: float, dropout: float, drop_connect: float, distill: bool,
+                  no_sync: Callable[[], contextlib.AbstractContextManager],
+                  autocast: Callable[[], contextlib.AbstractContextManager]) -> tuple[Tensor, list[Tensor]]:
+    """Summed loss of all children of one step, to be back-propagated once.
+
+    children[0] is the largest child: it learns from the labels, with dropout, drop-connect and
+    label smoothing (regularisation on the largest child only). Every other child learns from
+    the largest child's detached soft predictions (inplace distillation) or, with
+    distill=False, from the labels. One backward of the sum gives the same gradients as one
+    backward per child, and lets data parallelism all-reduce once per step: the largest child
+    runs first and in sync mode, the others under `no_sync`. The price is that the graphs of all
+    children are alive at once. Returns (loss, detached per-child losses).
+    """
+    largest, *others = children
+    with autocast():
+        logits = model(resize_batch(images, largest.resolution), largest,
+                       dropout=dropout, drop_connect=drop_connect)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    teacher = F.softmax(logits.detach().float(), dim=1)
+    total, parts = loss, [loss.detach()]
+    with no_sync():
+        for child in others:
+            with autocast():
+                out = model(resize_batch(images, child.resolution), child).float()
+                loss = soft_cross_entropy(out, teacher) if distill else F.cross_entropy(out, labels)
+            total = total + loss
+            parts.append(loss.detach())
+    return total, parts

@@ -1,0 +1,157 @@
+"""Training: configs, schedule, the sandwich step, checkpoints and exact resume."""
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from bignas.train.checkpoint import CheckpointError, load_checkpoint
+from bignas.train.config import ConfigError, ScheduleConfig, load_config, recipe_names
+from bignas.train.recipe import Recipe, RunError
+from bignas.train.schedule import lr_factor
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_shipped_recipe_loads(name):
+    cfg = load_config(name)
+    assert cfg.epochs > 0 and cfg.batch_size > 0
+
+
+def test_bad_configs_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("space: cifar-small\noptimiser: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=f"{path}: unknown key 'optimiser'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="unknown key 'optimizer.learning_rate'"):
+        load_config("quickstart.yaml", ["optimizer.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="'optimizer.name' = 'adam' is not one of"):
+        load_config("quickstart.yaml", ["optimizer.name=adam"])
+    with pytest.raises(ConfigError, match="'epochs' = 'ten' has the wrong type"):
+        load_config("quickstart.yaml", ["epochs=ten"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config("quickstart.yaml", ["epochs"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_schedule_warms_up_decays_and_ends_constant():
+    cfg = ScheduleConfig(warmup_epochs=1, decay="cosine", floor=0.05)
+    factors = [lr_factor(s, 10, 20, cfg) for s in range(200)]
+    assert factors[0] < factors[5] < factors[9] <= 1.0
+    assert max(factors) == pytest.approx(1.0, abs=1e-3)
+    assert factors[-20:] == [0.05] * 20  # constant ending at 5% of the peak
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def write_cifar10(folder, n_train=320, n_test=64, seed=0):
+    """A small CIFAR-10 in the real on-disk format, with learnable (class-dependent) images."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        base = (labels[:, None] * 25).astype(np.int64)
+        data = np.clip(base + rng.integers(0, 40, (n, 3072)), 0, 255).astype(np.uint8)
+        return {b"data": data, b"labels": labels.tolist()}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train // 5), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    data = write_cifar10(tmp_path_factory.mktemp("cifar"))
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    cfg = {}
+    cfg.update({"space": "cifar-small", "data": f"cifar10:{data}", "epochs": 2, "batch_size": 32,
+                "seed": 3, "device": "cpu", "model": {"dropout": 0.1, "drop_connect": 0.1},
+                "checkpoint": {"every_steps": 3, "keep": 2}, "eval": {"calibration_images": 64,
+                "batch_size": 64, "every_epochs": 1}, "log": {"every_steps": 1, "tensorboard": False},
+                "schedule": {"warmup_epochs": 0.5}})
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def final_weights(run):
+    return torch.load(run / "supernet.pt", weights_only=True)["model"]
+
+
+def metric_records(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("images_per_s", None)
+    return records
+
+
+def train(config, run, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bignas", "train", "--config", str(config),
+                             "--out", str(run), "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_sandwich_steps_are_deterministic(tiny_config, tmp_path):
+    runs = []
+    for i in range(2):
+        recipe = Recipe(load_config(tiny_config, ["epochs=1", "eval.every_epochs=0"]), tmp_path / f"r{i}",
+                        show_progress=False)
+        recipe.setup()
+        recipe.steps_per_epoch = 2  # two steps are enough to compare
+        recipe.train()
+        runs.append(recipe.supernet.state_dict())
+    for key in runs[0]:
+        torch.testing.assert_close(runs[0][key], runs[1][key], atol=0, rtol=0)
+
+
+def test_resume_after_kill_continues_exactly(tiny_config, tmp_path):
+    straight = train(tiny_config, tmp_path / "straight")
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+
+    run = tmp_path / "killed"
+    proc = train(tiny_config, run)
+    deadline = time.time() + 300
+    while not list((run / "checkpoints").glob("step-0000000[4-9].pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "supernet.pt").exists()  # really stopped before the end
+    resumed = train(tiny_config, run, "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+
+    a, b = final_weights(tmp_path / "straight"), final_weights(run)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)
+    assert metric_records(run) == metric_records(tmp_path / "straight")
+    assert len(list((run / "checkpoints").glob("*.pt"))) == 2  # the last two are kept
+
+
+def test_refusals(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(RunError, match="no checkpoint to resume"):
+        recipe = Recipe(load_config(tiny_config), run, show_progress=False)
+        recipe.setup(resume=True)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"format": "something-else"}, bad)
+    with pytest.raises(CheckpointError, match="not a bignas checkpoint"):
+        load_checkpoint(bad)
+    proc = subprocess.run([sys.executable, "-m", "bignas", "train", "--config", str(tiny_config),
+                           "--data", f"cifar10:{tmp_path / 'nowhere'}", "--out", str(run)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
