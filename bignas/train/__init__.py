@@ -1,0 +1,1 @@
+"""Supernet training: config, sandwich step, schedule, checkpoints, recipe, data parallelism."""
