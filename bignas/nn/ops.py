@@ -21,6 +21,33 @@ def take(t: Tensor, n: int, dim: int = 0) -> Tensor:
     return t if t.shape[dim] == n else t.narrow(dim, 0, n)
 
 
+class _SliceWeight(torch.autograd.Function):
+    """w[:out, :in, centre kernel x kernel] as one contiguous copy.
+
+    Chained slicing would cost one full-size gradient buffer per sliced dimension in backward;
+    this costs one, and hands the conv a contiguous weight."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, out_ch: int, in_ch: int, kernel: int) -> Tensor:
+        start = (w.shape[-1] - kernel) // 2
+        ctx.shape, ctx.index = w.shape, (slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel),
+                                         slice(start, start + kernel))
+        return w[ctx.index].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        full = grad.new_zeros(ctx.shape)
+        full[ctx.index] = grad
+        return full, None, None, None
+
+
+def slice_weight(w: Tensor, out_ch: int, in_ch: int, kernel: int) -> Tensor:
+    """The first `out_ch` x `in_ch` filters of a conv weight, centre `kernel` x `kernel` taps."""
+    if w.shape[:3] == (out_ch, in_ch, kernel):
+        return w
+    return _SliceWeight.apply(w, out_ch, in_ch, kernel)
+
+
 def centre_crop(w: Tensor, kernel: int) -> Tensor:
     """Centre `kernel` x `kernel` taps of a conv weight (BigNAS: smaller kernels share the centre)."""
     start = (w.shape[-1] - kernel) // 2
@@ -41,11 +68,9 @@ class ElasticConv2d(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
     def active(self, in_ch: int, out_ch: int, kernel: int) -> tuple[Tensor, Tensor | None]:
-        w = take(self.weight, out_ch)
-        if not self.depthwise:
-            w = take(w, in_ch, dim=1)
+        w = slice_weight(self.weight, out_ch, 1 if self.depthwise else in_ch, kernel)
         bias = None if self.bias is None else take(self.bias, out_ch)
-        return centre_crop(w, kernel), bias
+        return w, bias
 
     def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1) -> Tensor:
         in_ch = x.shape[1]
