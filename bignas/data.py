@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -55,8 +55,20 @@ CALIBRATION_SEED = 0
 _EXTENSIONS = ", ".join(IMG_EXTENSIONS)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-# The images of one batch: their indices, and the seed of their augmentation (None: no augmentation).
-Chunk = tuple[torch.Tensor, int | None]
+
+
+class Chunk(NamedTuple):
+    """The images of one rank's batch and how to augment them.
+
+    Augmentation is drawn for the whole global batch of `total` images from `seed` (None: no
+    augmentation) and this rank keeps positions offset .. offset + len(indices), so the images a
+    data-parallel job sees do not depend on how many processes share the batch.
+    """
+
+    indices: torch.Tensor
+    seed: int | None
+    offset: int = 0
+    total: int = 0
 
 
 class DataError(BignasError):
@@ -127,15 +139,16 @@ class Split(ABC):
         chunks = []
         for step in range(start_step, steps):
             first = (step * world_size + rank) * batch_size
-            seed_of_batch = derive_seed("augment", seed, epoch, step, rank)
-            chunks.append((order[first : first + batch_size], seed_of_batch))
+            seed_of_batch = derive_seed("augment", seed, epoch, step)
+            chunks.append(Chunk(order[first : first + batch_size], seed_of_batch, rank * batch_size,
+                                world_size * batch_size))
         return self._batches(chunks)
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         """Every image once, in order, without augmentation; the last batch may be smaller."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return self._batches([(idx, None) for idx in torch.arange(len(self)).split(batch_size)])
+        return self._batches([Chunk(idx, None) for idx in torch.arange(len(self)).split(batch_size)])
 
     def _batches(self, chunks: list[Chunk]) -> Iterator[Batch]:
         for images, labels in self._uint8_batches(chunks):
@@ -169,13 +182,14 @@ class TensorSplit(Split):
         self.flip = flip
 
     def _uint8_batches(self, chunks: list[Chunk]) -> Iterator[Batch]:
-        for idx, seed in chunks:
+        for idx, seed, offset, total in chunks:
             images = self.images[idx]
             if seed is not None:
                 gen = torch.Generator().manual_seed(seed)
-                images = random_shift(images, self.pad, gen)
+                keep = slice(offset, offset + len(idx))
+                images = random_shift(images, self.pad, gen, total, keep)
                 if self.flip:
-                    images = random_flip(images, gen)
+                    images = random_flip(images, gen, total, keep)
             yield images, self.labels[idx]
 
 
@@ -220,11 +234,12 @@ class _FolderBatches(torch.utils.data.Dataset):
         return len(self.chunks)
 
     def __getitem__(self, i: int) -> Batch:
-        idx, seed = self.chunks[i]
-        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        idx, seed, offset, _ = self.chunks[i]
         images = []
-        for j in idx.tolist():
+        for position, j in enumerate(idx.tolist(), start=offset):
             image = read_image(self.files[j])
+            # One generator per image, keyed by its place in the global batch (see Chunk).
+            gen = None if seed is None else torch.Generator().manual_seed(derive_seed(seed, position))
             if gen is None:
                 image = TF.resize(image, [round(self.image_size / EVAL_CROP)], antialias=True)
                 image = TF.center_crop(image, [self.image_size, self.image_size])
@@ -273,7 +288,7 @@ class Dataset:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = torch.randperm(len(self.train), generator=_generator("calibration", CALIBRATION_SEED))
-        chunks = [(idx, None) for idx in order[:n_images].split(batch_size)]
+        chunks = [Chunk(idx, None) for idx in order[:n_images].split(batch_size)]
         return (resize_batch(images, resolution) for images, _ in self.train._batches(chunks))
 
     def summary(self) -> dict[str, Any]:
@@ -617,23 +632,28 @@ def stratified_holdout(
     return sorted(kept), sorted(held)
 
 
-def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad each image by `pad` and crop it back to its size at a random offset (per image)."""
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator, total: int = 0,
+                 keep: slice = slice(None)) -> torch.Tensor:
+    """Zero-pad each image by `pad` and crop it back to its size at a random offset (per image).
+
+    With `total`, offsets are drawn for `total` images and the `keep` slice of them is used
+    (this rank's part of a global batch)."""
     if pad == 0:
         return images
     n, c, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad)).flatten(2)
-    top = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    left = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    top = torch.randint(0, 2 * pad + 1, (total or n,), generator=gen)[keep]
+    left = torch.randint(0, 2 * pad + 1, (total or n,), generator=gen)[keep]
     # Flat index into each padded image of every output pixel; one gather cuts all the crops.
     width = w + 2 * pad
     index = (top * width + left)[:, None, None] + (torch.arange(h) * width)[:, None] + torch.arange(w)
     return padded.gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
 
 
-def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2."""
-    flip = torch.rand(len(images), generator=gen) < 0.5
+def random_flip(images: torch.Tensor, gen: torch.Generator, total: int = 0,
+                keep: slice = slice(None)) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2 (`total`, `keep`: as in random_shift)."""
+    flip = torch.rand(total or len(images), generator=gen)[keep] < 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 

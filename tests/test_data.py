@@ -419,3 +419,12 @@ def test_corrupt_mnist5k_file(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as info:
         _load_mnist5k(path, "mnist5k")
     assert str(path) in str(info.value)
+
+
+def test_rank_slices_are_the_single_process_global_batch():
+    """Data parallelism splits a global batch without changing its images or their augmentation."""
+    train = load_dataset("mnist5k").train
+    images, labels = next(iter(train.train_batches(32, seed=1, epoch=0)))
+    parts = [next(iter(train.train_batches(16, seed=1, epoch=0, rank=r, world_size=2))) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), images, atol=0, rtol=0)
+    assert torch.equal(torch.cat([p[1] for p in parts]), labels)

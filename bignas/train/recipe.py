@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from bignas.data import load_dataset
+from bignas.data import derive_seed, load_dataset
 from bignas.errors import BignasError
 from bignas.io import atomic_path, write_json
 from bignas.nn import Supernet
@@ -79,6 +79,8 @@ class Recipe:
         if cfg.channels_last:
             self.supernet = self.supernet.to(memory_format=torch.channels_last)
         self.model = self.dist.wrap(self.supernet, cfg.sync_bn)
+        # Weights were initialised alike on every rank; dropout and drop-connect masks must not be.
+        torch.manual_seed(derive_seed("masks", cfg.seed, self.dist.rank))
         self.optimizer = make_optimizer(self.supernet, cfg.optimizer)
         self.steps_per_epoch = self.dataset.train.steps_per_epoch(cfg.batch_size, self.dist.world_size)
         if self.steps_per_epoch == 0:
