@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bignas.errors import BignasError
+from bignas.io import read_json
 
 ACTIVATIONS = ("relu", "hswish", "swish")
 GATES = ("sigmoid", "hsigmoid")
@@ -229,13 +229,7 @@ class SearchSpace:
 
     def load_child(self, path: str | Path) -> "Child":
         """Read a child architecture JSON file and validate it against this space."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SpaceError(f"{path}: no such architecture file") from None
-        except json.JSONDecodeError as e:
-            raise SpaceError(f"{path}: malformed JSON ({e})") from None
+        data = read_json(path, "architecture file", SpaceError)
         return self.child_from_dict(data, str(path))
 
 

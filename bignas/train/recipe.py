@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bignas.data import derive_seed, load_dataset
 from bignas.errors import BignasError
-from bignas.io import atomic_path, write_json
+from bignas.io import atomic_path, read_json, write_json
 from bignas.nn import Supernet
 from bignas.search.accuracy import evaluate_child
 from bignas.space import load_space, parse_space
@@ -252,12 +252,7 @@ def load_run(run: str | Path, device: str = "auto"):
     """The space, dataset spec and trained supernet of a finished (or running) run directory."""
     run = Path(run)
     meta_path = run / "run.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{run}: not a bignas run directory (no run.json)") from None
-    except json.JSONDecodeError as e:
-        raise RunError(f"{meta_path}: malformed JSON ({e})") from None
+    meta = read_json(meta_path, "run file (is this a directory written by 'bignas train'?)", RunError)
     space = parse_space(meta["space"], str(meta_path))
     final = run / "supernet.pt"
     path = final if final.exists() else latest_checkpoint(run)
