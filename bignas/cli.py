@@ -6,7 +6,6 @@ import argparse
 import json
 import random
 import sys
-import time
 
 from bignas.cost import child_cost
 from bignas.errors import BignasError
@@ -26,60 +25,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cost = child_cost(space, child)
     print(json.dumps({"space": space.name, "arch": child.to_dict(space), "resolution": child.resolution,
                       "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6)}))
-    return 0
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from bignas.latency import run
-    from bignas.latency.device import BundleError, Progress
-    from bignas.latency.profile import ProfileError, load_profile
-    from bignas.latency.table import TableError
-
-    start = time.monotonic()
-    progress = None if args.quiet else Progress()
-    try:
-        profile = load_profile(args.profile) if args.profile else None
-        if args.calibrate:
-            space = load_space(args.space) if args.space else None
-            table = run.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None,
-                                       space, profile, args.profile)
-            print(json.dumps(run.summary(table, time.monotonic() - start)))
-            return 0
-        if profile is None:
-            print("bignas profile: error: --profile is required (except with --calibrate FILE)", file=sys.stderr)
-            return 2
-        space = load_space(args.space or "ofa-mbv3")
-        if args.bundle:
-            manifest = run.write_device_bundle(profile, space, Path(args.bundle), args.children, progress)
-            print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
-                f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
-                "bignas profile --calibrate TABLE.json   # back here, with torch"]}))
-            return 0
-        out = Path(args.out) if args.out else run.default_table_path(profile, space)
-        table = run.profile_device(profile, args.profile, space, out, args.children, progress)
-        print(json.dumps(run.summary(table, time.monotonic() - start)))
-        return 0
-    except (ProfileError, TableError, BundleError) as e:
-        print(f"bignas profile: error: {e}", file=sys.stderr)
-        return 2
-
-
-def cmd_latency_check(args: argparse.Namespace) -> int:
-    from bignas.latency.check import latency_check
-    from bignas.latency.device import Progress
-    from bignas.latency.profile import ProfileError
-    from bignas.latency.table import TableError, read_table
-
-    try:
-        table = read_table(args.table)
-        space = load_space(args.space or table.space_name)
-        result = latency_check(table, space, args.children, args.seed, None if args.quiet else Progress())
-    except (ProfileError, TableError) as e:
-        print(f"bignas latency-check: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
     return 0
 
 
@@ -176,37 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("profile", help="measure a device's latency table with ONNX Runtime",
-                       description="Time every distinct block of a search space with ONNX Runtime as the "
-                                   "device profile says, calibrate on whole children, and write the table "
-                                   "(default latency_tables/PROFILE/SPACE.json). For a device without "
-                                   "PyTorch: --bundle DIR, then `python -m bignas.latency.device DIR --out "
-                                   "FILE` on the device, then --calibrate FILE here.")
-    p.add_argument("--profile", help="device profile YAML (profiles/NAME.yaml); required unless --calibrate")
-    p.add_argument("--space", default=None,
-                   help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
-                        "(default: ofa-mbv3; with --calibrate: the table's)")
-    p.add_argument("--out", help="table to write (default latency_tables/PROFILE/SPACE.json; "
-                                 "with --calibrate: the FILE itself)")
-    p.add_argument("--bundle", metavar="DIR", help="only write the block ONNX files, reference model and "
-                                                   "manifest for a device that cannot run PyTorch")
-    p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote")
-    p.add_argument("--children", type=int, default=30,
-                   help="whole children timed for the calibration (default: 30)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("latency-check", help="compare a latency table's predictions with fresh measurements",
-                       description="Export N fresh random children, time each end to end under the table's "
-                                   "profile and print one JSON object {n, within_5pct, within_10pct, mae_pct, "
-                                   "spearman, kendall, worst_pct, ...}; a scatter PNG and per-child JSON go "
-                                   "beside the table.")
-    p.add_argument("--table", required=True, help="latency table JSON")
-    p.add_argument("--children", type=int, default=100, help="random children to measure (default: 100)")
-    p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
-    p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.set_defaults(func=cmd_latency_check)
     return parser
 
 
