@@ -1,5 +1,6 @@
 """Invariants of the elastic supernet: exact extraction, gradients, costs, ONNX parity."""
 
+import copy
 import random
 
 import pytest
@@ -61,6 +62,30 @@ def test_every_parameter_gets_a_gradient_under_the_largest_child(space_name):
     net(torch.randn(2, 3, r, r), child).logsumexp(1).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_supernet_gradients_equal_the_extracted_childs(space_name):
+    """Sliced weights add their gradients straight into `.grad` (ops._Slice): each slice must get
+    exactly the static child's gradient, accumulate over backward passes, and nothing else."""
+    net = copy.deepcopy(random_supernet(space_name))
+    gen = torch.Generator().manual_seed(4)
+    for child in (net.space.min(), net.space.sample(random.Random(3))):
+        r = resolution(space_name, child)
+        x = torch.randn(2, 3, r, r, generator=gen)
+        static = extract(net, child, r)
+        net.zero_grad(set_to_none=True)
+        for _ in range(2):  # the second backward accumulates into the first's gradients
+            net(x, child).logsumexp(1).sum().backward()
+        static(x).logsumexp(1).sum().backward()
+        grads = copy.deepcopy(net)  # a supernet holding the gradients as its weights
+        with torch.no_grad():
+            for g, p in zip(grads.parameters(), net.parameters()):
+                g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+        sliced = extract(grads, child, r).state_dict()
+        for name, p in static.named_parameters():
+            torch.testing.assert_close(sliced[name], 2 * p.grad, atol=1e-5, rtol=1e-4)
+        total = sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None)
+        torch.testing.assert_close(total, 2 * sum(p.grad.abs().sum() for p in static.parameters()), rtol=1e-4, atol=0)
 
 
 def test_smaller_child_leaves_unused_weights_without_gradient():

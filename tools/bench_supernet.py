@@ -20,7 +20,9 @@ from bignas.space import load_space
 
 
 def step_time(model, x, y, forward) -> float:
-    model.zero_grad(set_to_none=True)
+    # As in training: gradients stay allocated and are zeroed once per optimizer step, outside
+    # forward+backward (and shared by the children of a sandwich step).
+    model.zero_grad(set_to_none=False)
     start = time.perf_counter()
     F.cross_entropy(forward(x), y).backward()
     return time.perf_counter() - start

@@ -19,7 +19,7 @@ import torch
 from bignas.nn import Supernet
 from bignas.train.config import OptimizerConfig
 from bignas.train.recipe import make_optimizer, zero_init_last_bn
-from bignas.train.sandwich import children_for_step, sandwich_loss
+from bignas.train.sandwich import children_for_step, sandwich_backward
 from bignas.space import load_space
 
 
@@ -51,11 +51,9 @@ def main() -> None:
             children = [dataclasses.replace(c, resolution=r)
                         for c in children_for_step(space, 0, step, args.num_random)]
             start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = sandwich_loss(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
-                                    drop_connect=0.1, distill=True, no_sync=contextlib.nullcontext,
-                                    autocast=contextlib.nullcontext)
-            loss.backward()
+            optimizer.zero_grad(set_to_none=False)
+            sandwich_backward(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
+                              drop_connect=0.1, distill=True, autocast=contextlib.nullcontext)
             optimizer.step()
             if step >= 2:
                 times.append(time.perf_counter() - start)

@@ -16,36 +16,45 @@ def make_act(name: str | None) -> nn.Module:
 
 
 def take(t: Tensor, n: int, dim: int = 0) -> Tensor:
-    """The first `n` entries of `t` along `dim`; `t` itself when nothing is cut, so a full-size
-    child pays no slicing in forward nor a scatter in backward."""
+    """The first `n` entries of `t` along `dim` as a view (BN running statistics updated in
+    place land in the full buffers); `t` itself when nothing is cut. For the small vectors this
+    serves (BN affine, biases, the classifier's columns), a view costs less than a copy."""
     return t if t.shape[dim] == n else t.narrow(dim, 0, n)
 
 
-class _SliceWeight(torch.autograd.Function):
-    """w[:out, :in, centre kernel x kernel] as one contiguous copy.
+class _Slice(torch.autograd.Function):
+    """`param[index]` as one contiguous copy, whose gradient is added straight into the slice of
+    `param.grad` it came from.
 
-    Chained slicing would cost one full-size gradient buffer per sliced dimension in backward;
-    this costs one, and hands the conv a contiguous weight."""
+    Plain slicing would hand autograd a zero-filled gradient of the full parameter for every
+    child in backward: for a small child of a large supernet that costs more than the child's
+    own convolutions. Adding in place into `param.grad` (created once, and kept by the trainer's
+    `zero_grad(set_to_none=False)`) costs only the slice. The parameter itself therefore gets no
+    autograd gradient from this node, which is why data parallelism all-reduces `.grad` after
+    backward (bignas.train.distributed) instead of relying on DDP's autograd hooks.
+    """
 
     @staticmethod
-    def forward(ctx, w: Tensor, out_ch: int, in_ch: int, kernel: int) -> Tensor:
-        start = (w.shape[-1] - kernel) // 2
-        ctx.shape, ctx.index = w.shape, (slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel),
-                                         slice(start, start + kernel))
-        return w[ctx.index].contiguous()
+    def forward(ctx, param: Tensor, index: tuple[slice, ...]) -> Tensor:
+        ctx.param, ctx.index = param, index
+        return param[index].contiguous()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        full = grad.new_zeros(ctx.shape)
-        full[ctx.index] = grad
-        return full, None, None, None
+        param = ctx.param
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        param.grad[ctx.index] += grad
+        return None, None
 
 
 def slice_weight(w: Tensor, out_ch: int, in_ch: int, kernel: int) -> Tensor:
     """The first `out_ch` x `in_ch` filters of a conv weight, centre `kernel` x `kernel` taps."""
     if w.shape[:3] == (out_ch, in_ch, kernel):
         return w
-    return _SliceWeight.apply(w, out_ch, in_ch, kernel)
+    start = (w.shape[-1] - kernel) // 2
+    index = (slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel), slice(start, start + kernel))
+    return _Slice.apply(w, index) if w.requires_grad else w[index]
 
 
 def centre_crop(w: Tensor, kernel: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Data parallelism under torchrun: process group, device choice, DDP wrapping."""
+"""Data parallelism under torchrun: process group, device choice, gradient averaging."""
 
 from __future__ import annotations
 
@@ -42,23 +42,38 @@ class Distributed:
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return cls(rank, world_size, local_rank, dev)
 
-    def wrap(self, model: nn.Module, sync_bn: bool) -> nn.Module:
-        """DDP around `model` when there are several processes.
-
-        No find_unused_parameters: the sandwich step back-propagates the summed loss of all its
-        children once, and the largest child, always among them, uses every parameter, so every
-        gradient is ready in that one backward (and all-reduced once per step).
-        broadcast_buffers=False: BN statistics are either synchronised (sync_bn) or per rank;
-        they are re-estimated before any child is evaluated anyway.
-        """
+    def prepare(self, model: nn.Module, sync_bn: bool) -> None:
+        """Start every process from rank 0's weights and buffers; with `sync_bn`, batch norm in
+        training uses the statistics of the global batch."""
         if self.world_size == 1:
-            return model
+            return
         if sync_bn:
             for m in model.modules():
                 if isinstance(m, ElasticBatchNorm2d):
                     m.process_group = dist.group.WORLD
-        ids = [self.local_rank] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                dist.broadcast(t, src=0)
+
+    def average_gradients(self, model: nn.Module) -> None:
+        """All-reduce the gradients once per step, as one flat buffer, after the step's backward.
+
+        Not DDP: sliced weights add their gradients straight into `.grad` (bignas.nn.ops._Slice),
+        past the autograd hooks DDP listens to. Every parameter has a gradient here, because the
+        largest child, run every step, uses them all, so no `find_unused_parameters` is needed.
+        The price is no overlap of communication with backward, small next to the four forward
+        and backward passes of a sandwich step.
+        """
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in model.parameters()]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -23,7 +22,7 @@ from bignas.space import load_space, parse_space
 from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from bignas.train.config import TrainConfig, config_from_dict
 from bignas.train.distributed import Distributed
-from bignas.train.sandwich import children_for_step, sandwich_loss
+from bignas.train.sandwich import children_for_step, sandwich_backward
 from bignas.train.schedule import lr_factor
 
 
@@ -78,7 +77,7 @@ class Recipe:
             zero_init_last_bn(self.supernet)
         if cfg.channels_last:
             self.supernet = self.supernet.to(memory_format=torch.channels_last)
-        self.model = self.dist.wrap(self.supernet, cfg.sync_bn)
+        self.dist.prepare(self.supernet, cfg.sync_bn)
         # Weights were initialised alike on every rank; dropout and drop-connect masks must not be.
         torch.manual_seed(derive_seed("masks", cfg.seed, self.dist.rank))
         self.optimizer = make_optimizer(self.supernet, cfg.optimizer)
@@ -126,12 +125,11 @@ class Recipe:
         images_per_step = cfg.batch_size * self.dist.world_size * (2 + cfg.sandwich.num_random)
         autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16,  # noqa: E731
                                           enabled=cfg.precision == "bf16")
-        no_sync = getattr(self.model, "no_sync", contextlib.nullcontext)
         last = {}
         tick, tick_step = time.perf_counter(), self.step
         while self.step < total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
-            self.model.train()
+            self.supernet.train()
             for images, labels in self.dataset.train.train_batches(
                     cfg.batch_size, seed=cfg.seed, epoch=epoch, start_step=start,
                     rank=self.dist.rank, world_size=self.dist.world_size):
@@ -140,12 +138,13 @@ class Recipe:
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, parts = sandwich_loss(
-                    self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
+                # Gradients stay allocated: sliced weights add into them in place (nn.ops._Slice).
+                self.optimizer.zero_grad(set_to_none=False)
+                parts = sandwich_backward(
+                    self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
                     dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-                    distill=cfg.sandwich.distill, no_sync=no_sync, autocast=autocast)
-                loss.backward()
+                    distill=cfg.sandwich.distill, autocast=autocast)
+                self.dist.average_gradients(self.supernet)
                 if cfg.optimizer.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.optimizer.grad_clip)
                 lr = self.optimizer.param_groups[0]["lr"]

@@ -28,32 +28,29 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def sandwich_loss(model: nn.Module, images: Tensor, labels: Tensor, children: list[Child], *,
-                  label_smoothing: float, dropout: float, drop_connect: float, distill: bool,
-                  no_sync: Callable[[], contextlib.AbstractContextManager],
-                  autocast: Callable[[], contextlib.AbstractContextManager]) -> tuple[Tensor, list[Tensor]]:
-    """Summed loss of all children of one step, to be back-propagated once.
+def sandwich_backward(model: nn.Module, images: Tensor, labels: Tensor, children: list[Child], *,
+                      label_smoothing: float, dropout: float, drop_connect: float, distill: bool,
+                      autocast: Callable[[], contextlib.AbstractContextManager]) -> list[Tensor]:
+    """Forward and backward of every child of one step; gradients accumulate in `.grad`.
 
     children[0] is the largest child: it learns from the labels, with dropout, drop-connect and
     label smoothing (regularisation on the largest child only). Every other child learns from
     the largest child's detached soft predictions (inplace distillation) or, with
-    distill=False, from the labels. One backward of the sum gives the same gradients as one
-    backward per child, and lets data parallelism all-reduce once per step: the largest child
-    runs first and in sync mode, the others under `no_sync`. The price is that the graphs of all
-    children are alive at once. Returns (loss, detached per-child losses).
+    distill=False, from the labels. Each child's graph is freed by its own backward, so memory
+    holds one child at a time. Returns the detached per-child losses.
     """
     largest, *others = children
     with autocast():
         logits = model(resize_batch(images, largest.resolution), largest,
                        dropout=dropout, drop_connect=drop_connect)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    loss.backward()
     teacher = F.softmax(logits.detach().float(), dim=1)
-    total, parts = loss, [loss.detach()]
-    with no_sync():
-        for child in others:
-            with autocast():
-                out = model(resize_batch(images, child.resolution), child).float()
-                loss = soft_cross_entropy(out, teacher) if distill else F.cross_entropy(out, labels)
-            total = total + loss
-            parts.append(loss.detach())
-    return total, parts
+    parts = [loss.detach()]
+    for child in others:
+        with autocast():
+            out = model(resize_batch(images, child.resolution), child).float()
+            loss = soft_cross_entropy(out, teacher) if distill else F.cross_entropy(out, labels)
+        loss.backward()
+        parts.append(loss.detach())
+    return parts
