@@ -75,6 +75,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from bignas.data import load_dataset
+    from bignas.latency.table import read_table
+    from bignas.search.constraints import Constraints, Device, SearchError
+    from bignas.search.evaluator import Evaluator
+    from bignas.search.run import search, write_results
+    from bignas.train.distributed import Distributed
+    from bignas.train.recipe import load_run
+
+    tables, limits = args.table or [], args.max_latency_ms or []
+    if limits and len(limits) != len(tables):
+        raise SearchError(f"{len(tables)} --table but {len(limits)} --max-latency-ms: give one budget per table")
+    if args.budget < 1:
+        raise SearchError(f"--budget must be at least 1, got {args.budget}")
+    space, config, supernet = load_run(args.run, args.device)
+    devices, names = [], set()
+    for i, path in enumerate(tables):
+        table = read_table(path, space.hash)
+        name = table.header["profile"]
+        name = name if name not in names else f"{name}-{i}"
+        names.add(name)
+        devices.append(Device(name, table, limits[i] if limits else None))
+    constraints = Constraints(space, tuple(devices), args.max_mflops, args.max_params_m)
+    data = args.data or config.data
+    dataset = load_dataset(data, image_size=config.image_size, workers=config.workers)
+    dist = Distributed.from_env(args.device)
+    bar = tqdm(total=args.budget * max(1, len(devices)), unit="child", desc="search",
+               disable=args.quiet or not dist.is_main, dynamic_ncols=True)
+    evaluator = Evaluator(supernet, space, dataset, args.run, data_spec=data,
+                          calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size,
+                          rank=dist.rank, world_size=dist.world_size, on_result=lambda: bar.update(1))
+    doc = search(constraints, evaluator, strategy=args.strategy, budget=args.budget, seed=args.seed)
+    bar.close()
+    doc.update(run=str(args.run), data=data, evaluated_fresh=evaluator.fresh)
+    if dist.is_main:
+        write_results(doc, Path(args.out))
+        print(json.dumps({"out": args.out, "devices": [
+            {"device": r["device"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
+             "mflops": round(r["best"]["mflops"], 4), "params_m": round(r["best"]["params_m"], 6),
+             "arch": r["best"]["arch"]} for r in doc["devices"]]}))
+    dist.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bignas.export import export_run_child
+
+    card = export_run_child(args.run, args.arch, args.out, args.table, args.device)
+    print(json.dumps(card))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from bignas.quickstart import quickstart
+
+    quickstart(args.out, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bignas",
@@ -121,6 +184,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("search", help="find the most accurate child under per-device latency, MFLOPs, params budgets",
+                       description="Search a trained supernet for the child with the best validation top-1 "
+                                   "that meets every budget; with several --table / --max-latency-ms pairs, one "
+                                   "best child per device. Accuracy (BN recalibration + val top-1) is cached in "
+                                   "RUN/accuracy.jsonl and reused. Writes OUT/search.json and a Pareto plot per device.")
+    p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
+    p.add_argument("--table", action="append", metavar="FILE",
+                   help="latency table of a device (repeat for several devices)")
+    p.add_argument("--max-latency-ms", action="append", type=float, metavar="X",
+                   help="latency budget in ms, one per --table, in the same order")
+    p.add_argument("--max-mflops", type=float, metavar="F", help="budget in millions of multiply-adds")
+    p.add_argument("--max-params-m", type=float, metavar="P", help="budget in millions of parameters")
+    p.add_argument("--strategy", choices=["coarse-to-fine", "random"], default="coarse-to-fine",
+                   help="coarse-to-fine (default): a grid of skeletons, then constrained mutation of the best; "
+                        "random: uniform feasible children (the baseline)")
+    p.add_argument("--budget", type=int, default=40, help="accuracy evaluations per device (default: 40)")
+    p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    p.add_argument("--data", help="dataset spec (default: the run's)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="export one child for deployment: child.pt, child.onnx, card.json",
+                       description="Extract a child from a trained run, recalibrate its BN statistics, write "
+                                   "child.pt (load with bignas.load_child), child.onnx (checked against PyTorch "
+                                   "with ONNX Runtime, max abs diff <= 1e-4) and card.json; with --table, the "
+                                   "predicted latency, and the measured one when this host is the table's device.")
+    p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
+    p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
+    p.add_argument("--table", help="latency table of the target device")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quickstart", help="train, profile, search and export on the embedded dataset, on this CPU",
+                       description="The whole pipeline on mnist5k and the cifar-small space: train the "
+                                   "quickstart recipe, reuse the shipped cpu-1t latency table when it was "
+                                   "measured on this kind of CPU (else profile this machine), search for the "
+                                   "best child under a latency budget halfway between the smallest and largest "
+                                   "child, export it, and print what it found. A few minutes on 2 cores; "
+                                   "running it again resumes or reuses what is done.")
+    p.add_argument("--out", default="runs/quickstart", help="output directory (default: runs/quickstart)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_quickstart)
     return parser
 
 

@@ -53,3 +53,110 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------
+# Deployable child: weights + arch, ONNX, model card
+# --------------------------------------------------------------------------------------------
+
+CHILD_FORMAT = "bignas-child"
+
+
+def save_child(static: nn.Module, space, child, path: str | Path) -> None:
+    """Write `child.pt`: the static child's state dict with its arch and space, plain tensors and
+    containers only, so that `torch.load(..., weights_only=True)` reads it."""
+    state = {"format": CHILD_FORMAT, "space": space.to_dict(), "arch": child.to_dict(space),
+             "state_dict": {k: v.detach().cpu() for k, v in static.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_child(path: str | Path) -> nn.Module:
+    """The static child saved by `bignas export` (child.pt), in eval mode, ready to run at its
+    resolution; `model.arch` is its architecture dict."""
+    from bignas.errors import BignasError
+    from bignas.nn.static import StaticNet
+    from bignas.space import parse_space, plan
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BignasError(f"{path}: no such file") from None
+    except Exception as e:
+        raise BignasError(f"{path}: not a readable child file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHILD_FORMAT:
+        raise BignasError(f"{path}: field 'format' is not {CHILD_FORMAT!r} (not written by 'bignas export'?)")
+    space = parse_space(state["space"], f"{path}: space")
+    child = space.child_from_dict(state["arch"], f"{path}: arch")
+    model = StaticNet(plan(space, child))
+    model.load_state_dict(state["state_dict"])
+    model.arch = state["arch"]
+    return model.eval()
+
+
+def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_path: str | Path | None = None,
+                     device: str = "auto") -> dict:
+    """`bignas export`: extract `arch` from a trained run, recalibrate its BN statistics, write
+    child.pt, child.onnx (checked against PyTorch with ONNX Runtime) and card.json; returns the card."""
+    import onnxruntime
+
+    from bignas.cost import child_cost
+    from bignas.data import load_dataset, resize_batch
+    from bignas.errors import BignasError
+    from bignas.io import write_json
+    from bignas.latency.calibrate import predict
+    from bignas.latency.table import read_table
+    from bignas.search.accuracy import evaluate_child, top1
+    from bignas.train.recipe import load_run
+
+    space, config, supernet = load_run(run, device)
+    child = space.load_child(arch)  # refuses an arch of another space, naming the field
+    table = read_table(table_path, space.hash) if table_path is not None else None
+    out = Path(out)
+    dataset = load_dataset(config.data, image_size=config.image_size, workers=config.workers)
+    top1_val, static = evaluate_child(supernet, child, dataset, "val",
+                                      calibration_images=config.eval.calibration_images,
+                                      batch_size=config.eval.batch_size)
+    dev = next(static.parameters()).device
+    top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, dev)
+    static = static.cpu().eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_child(static, space, child, out / "child.pt")
+    export_onnx(static, child.resolution, out / "child.onnx", space.in_channels)
+    images, _ = next(iter(dataset.val.eval_batches(16)))
+    diff = onnx_max_abs_diff(static, out / "child.onnx", resize_batch(images, child.resolution))
+    if diff > 1e-4:
+        raise BignasError(f"{out / 'child.onnx'}: ONNX Runtime differs from PyTorch by {diff:.2e} (> 1e-4)")
+    cost = child_cost(space, child)
+    measured, reason = (None, "no --table given") if table is None else measure_on_table_device(table, out / "child.onnx")
+    card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
+            "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
+            "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
+            "predicted_latency_ms": round(predict(table, space, child), 4) if table is not None else None,
+            "measured_latency_ms": measured, "measured_latency_note": reason,
+            "profile": table.header["profile"] if table is not None else None,
+            "table": str(table_path) if table_path is not None else None,
+            "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
+            "run": str(run), "data": config.data}
+    write_json(out / "card.json", card)
+    return card
+
+
+def measure_on_table_device(table, model: Path) -> tuple[float | None, str | None]:
+    """Latency of `model` (ms) measured as the table's profile says, on the scale of the table (its
+    time relative to the interleaved reference, times the table's reference), when this host is the
+    table's device; else (None, why not)."""
+    import tempfile
+
+    from bignas.latency.bundle import export_reference
+    from bignas.latency.measure import Timer
+    from bignas.latency.table import device_description
+
+    here = device_description()
+    if table.header["device"] != here:
+        return None, f"this host ('{here}') is not the table's device ('{table.header['device']}')"
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = Path(tmp) / "reference.onnx"
+        export_reference(reference, Path(tmp) / "cache")
+        timing = Timer(table.profile, reference).time(model)
+    return round(timing.ratio * table.reference_ms, 4), None

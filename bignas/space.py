@@ -118,6 +118,20 @@ class SearchSpace:
             mix=min(self.head.mix_widths) if self.head.mix_widths else None,
         )
 
+    def at_levels(self, resolution: int, depth: float, width: float, kernel: float, expand: float) -> "Child":
+        """The child that takes, in every stage, the option at the same relative position of each
+        choice (0 = smallest, 1 = largest): a skeleton of the coarse search grid."""
+        def at(options, level):
+            return sorted(options)[round(level * (len(options) - 1))]
+
+        stages = tuple(
+            StageChoice(at(s.depths, depth), at(s.widths, width), (at(s.kernels, kernel),) * at(s.depths, depth),
+                        (at(s.expands, expand),) * at(s.depths, depth))
+            for s in self.stages)
+        return Child(resolution=resolution, stem=at(self.stem.widths, width), stages=stages,
+                     head=at(self.head.widths, width),
+                     mix=at(self.head.mix_widths, width) if self.head.mix_widths else None)
+
     def sample(self, rng: random.Random) -> "Child":
         """A uniformly random child (each choice independent and uniform)."""
         stages = []

@@ -1,0 +1,147 @@
+"""One search run: per device, the best child under its budgets; search.json and pareto.png."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bignas.data import derive_seed
+from bignas.io import write_json
+from bignas.search.constraints import Constraints, Device
+from bignas.search.strategies import History, coarse_to_fine, random_search
+from bignas.space import Child
+
+STRATEGIES = ("coarse-to-fine", "random")
+
+
+def search(constraints: Constraints, evaluate: Callable[[list[Child]], list[float]], *, strategy: str,
+           budget: int, seed: int) -> dict[str, Any]:
+    """Search once per device (or once, with no device) and return the search.json document.
+
+    Devices share `evaluate`, so a child evaluated for one device is free for the next.
+    """
+    space = constraints.space
+    devices: list[Device | None] = list(constraints.devices) or [None]
+    for device in devices:  # refuse an infeasible budget before spending any evaluation
+        constraints.check_achievable(device)
+    results = []
+    for device in devices:
+        name = device.name if device else "any"
+        fits = _counted(lambda c, d=device: constraints.fits(c, d))
+        rng = random.Random(derive_seed("search", seed, name))
+        eval_time = [0.0]
+
+        def timed(children: list[Child]) -> list[float]:
+            start = time.perf_counter()
+            try:
+                return evaluate(children)
+            finally:
+                eval_time[0] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        if strategy == "coarse-to-fine":
+            history = coarse_to_fine(space, fits, timed, budget, rng,
+                                     cost=lambda c, d=device: _budget_use(constraints, c, d))
+        else:
+            history = random_search(space, fits, timed, budget, rng)
+        overhead = time.perf_counter() - start - eval_time[0]
+        results.append(_device_result(constraints, device, name, strategy, history, overhead, fits.calls))
+    return {"space": space.name, "space_hash": space.hash, "strategy": strategy, "budget": budget, "seed": seed,
+            "constraints": {"max_mflops": constraints.max_mflops, "max_params_m": constraints.max_params_m,
+                            "devices": [{"name": d.name, "table": str(d.table.path), "max_latency_ms": d.max_ms}
+                                        for d in constraints.devices]},
+            "devices": results}
+
+
+def write_results(doc: dict[str, Any], out: Path) -> None:
+    """search.json, and one Pareto plot per device (pareto.png, or pareto-DEVICE.png for several)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "search.json", doc)
+    several = len(doc["devices"]) > 1
+    for result in doc["devices"]:
+        name = f"pareto-{result['device']}.png" if several else "pareto.png"
+        plot_pareto(result, out / name)
+
+
+def pareto_front(points: list[dict[str, Any]], x: str) -> list[dict[str, Any]]:
+    """The points no other point beats on both lower `x` and higher top-1, by increasing `x`."""
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p[x], -p["top1_val"])):
+        if p["top1_val"] > best:
+            front.append(p)
+            best = p["top1_val"]
+    return front
+
+
+def plot_pareto(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bignas.io import atomic_path
+
+    x = result["x"]
+    label = {"latency_ms": f"predicted latency on {result['device']} (ms)", "mflops": "MFLOPs (multiply-adds)"}[x]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    pts = result["evaluated"]
+    ax.scatter([p[x] for p in pts], [p["top1_val"] for p in pts], s=14, alpha=0.5, label="evaluated")
+    front = result["pareto"]
+    ax.plot([p[x] for p in front], [p["top1_val"] for p in front], "o-", color="C1", ms=4, label="Pareto front")
+    best = result["best"]
+    ax.scatter([best[x]], [best["top1_val"]], marker="*", s=160, color="C3", zorder=3, label="best within budget")
+    if result["budget_x"] is not None:
+        ax.axvline(result["budget_x"], ls="--", color="gray", label="budget")
+    ax.set_xlabel(label)
+    ax.set_ylabel("val top-1")
+    ax.set_title(f"{result['strategy']} search, {len(pts)} children")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+class _counted:
+    """A feasibility test that counts its calls (the candidates the search considered)."""
+
+    def __init__(self, fn: Callable[[Child], bool]) -> None:
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, child: Child) -> bool:
+        self.calls += 1
+        return self.fn(child)
+
+
+def _budget_use(constraints: Constraints, child: Child, device: Device | None) -> float:
+    """The largest fraction of any budget `child` uses (1.0 = exactly on a limit)."""
+    c = constraints.costs(child)
+    uses = [0.0]
+    if constraints.max_mflops:
+        uses.append(c["mflops"] / constraints.max_mflops)
+    if constraints.max_params_m:
+        uses.append(c["params_m"] / constraints.max_params_m)
+    if device is not None and device.max_ms:
+        uses.append(c["latency_ms"][device.name] / device.max_ms)
+    return max(uses) if len(uses) > 1 else c["mflops"]
+
+
+def _device_result(constraints: Constraints, device: Device | None, name: str, strategy: str, history: History,
+                   overhead_s: float, considered: int) -> dict[str, Any]:
+    space = constraints.space
+    evaluated = []
+    for child, top1 in history:
+        c = constraints.costs(child)
+        evaluated.append({"arch": child.to_dict(space), "hash": child.hash, "top1_val": top1,
+                          "latency_ms": c["latency_ms"].get(name), "mflops": c["mflops"], "params_m": c["params_m"]})
+    x = "latency_ms" if device is not None else "mflops"
+    # Best: highest top-1; among equals, the cheapest.
+    best = max(evaluated, key=lambda p: (p["top1_val"], -p[x]))
+    return {"device": name, "table": str(device.table.path) if device else None,
+            "max_latency_ms": device.max_ms if device else None, "strategy": strategy, "x": x,
+            "budget_x": device.max_ms if device is not None else constraints.max_mflops,
+            "best": best, "evaluated": evaluated, "pareto": pareto_front(evaluated, x),
+            "candidates_considered": considered,
+            "overhead_ms_per_candidate": round(1e3 * overhead_s / max(considered, 1), 4)}
