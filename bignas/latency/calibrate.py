@@ -55,7 +55,13 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
         rows.append((total, count, 1.0))
         measured.append(c["ratio"])
     x, y = np.array(rows), np.array(measured)
-    (a, c, b), *_ = np.linalg.lstsq(x, y, rcond=None)
+    # Few or alike children can make the full fit degenerate (a <= 0: a larger child predicted
+    # faster); then drop the per-block term, then the intercept.
+    for columns in ((0, 1, 2), (0, 2), (0,)):
+        solution, *_ = np.linalg.lstsq(x[:, columns], y, rcond=None)
+        if solution[0] > 0:
+            break
+    a, c, b = (dict(zip(columns, solution)).get(i, 0.0) for i in range(3))
     error = np.abs(x @ (a, c, b) - y) / y
     return {"a": float(a), "c": float(c), "b": float(b), "children": len(y),
             "fit_mae_pct": float(100 * error.mean()), "fit_worst_pct": float(100 * error.max())}

@@ -117,10 +117,18 @@ def read_table(path: str | Path, space_hash: str | None = None) -> LatencyTable:
     if calibration is not None and not (isinstance(calibration, dict) and all(
             isinstance(calibration.get(k), (int, float)) for k in ("a", "b", "c"))):
         raise TableError(f"{path}: field 'calibration' must be null or an object with numbers a, b, c")
-    if space_hash is not None and header["space_hash"] != space_hash:
-        raise TableError(f"{path}: table is for space '{header['space']}' (hash {header['space_hash']}), "
-                         f"not this one (hash {space_hash}): field 'header.space_hash' does not match")
-    return LatencyTable(header, entries, children, calibration, path)
+    table = LatencyTable(header, entries, children, calibration, path)
+    if space_hash is not None:
+        check_space(table, space_hash)
+    return table
+
+
+def check_space(table: LatencyTable, space_hash: str) -> None:
+    """Refuse a table measured for another search space."""
+    if table.header["space_hash"] != space_hash:
+        raise TableError(f"{table.path}: table is for space '{table.header['space']}' (hash "
+                         f"{table.header['space_hash']}), not this one (hash {space_hash}): field "
+                         f"'header.space_hash' does not match")
 
 
 def _positive(v: Any) -> bool:
