@@ -6,6 +6,8 @@ import argparse
 import json
 import random
 import sys
+import time
+from pathlib import Path
 
 from bignas.cost import child_cost
 from bignas.errors import BignasError
@@ -25,6 +27,46 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cost = child_cost(space, child)
     print(json.dumps({"space": space.name, "arch": child.to_dict(space), "resolution": child.resolution,
                       "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6)}))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bignas.console import Progress
+    from bignas.latency import profile as run
+    from bignas.latency.profiles import load_profile
+
+    start = time.monotonic()
+    progress = None if args.quiet else Progress()
+    if args.calibrate:
+        table = run.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
+    elif args.profile is None:
+        raise BignasError("--profile is required (except with --calibrate FILE)")
+    elif args.bundle:
+        profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
+        manifest = run.bundle_for_device(profile, space, Path(args.bundle), args.children, progress)
+        print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
+            f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
+            "bignas profile --calibrate TABLE.json   # back here"]}))
+        return 0
+    else:
+        profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
+        out = Path(args.out) if args.out else run.default_table_path(profile, space)
+        table = run.profile_device(profile, space, out, args.children, progress)
+    print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
+                      "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
+                      "seconds": round(time.monotonic() - start, 1)}))
+    return 0
+
+
+def cmd_latency_check(args: argparse.Namespace) -> int:
+    from bignas.console import Progress
+    from bignas.latency.check import latency_check
+    from bignas.latency.table import check_space, read_table
+
+    table = read_table(args.table)
+    space = load_space(args.space or table.header["space"])
+    check_space(table, space.hash)
+    print(json.dumps(latency_check(table, space, args.children, args.seed, None if args.quiet else Progress())))
     return 0
 
 
@@ -183,6 +225,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'val' (held out of training; what search uses) or 'test' (final reports only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("profile", help="measure a device's latency table with ONNX Runtime",
+                       description="Time every distinct block of a search space (every stem, MBConv and "
+                                   "head signature over all its resolutions) with ONNX Runtime exactly as "
+                                   "the device profile says, interleaved with a fixed reference model; time "
+                                   "a few dozen whole children end to end and fit the calibration; write the "
+                                   "table (default latency_tables/PROFILE/SPACE.json). A killed run resumes "
+                                   "where it stopped. For a device without PyTorch: --bundle DIR here, then "
+                                   "`python -m bignas.latency.device DIR --out FILE` on the device, then "
+                                   "--calibrate FILE here.")
+    p.add_argument("--profile", help="device profile YAML (e.g. profiles/cpu-1t.yaml); required unless --calibrate")
+    p.add_argument("--space", default=None,
+                   help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
+                        "(default: ofa-mbv3; with --calibrate: the table's)")
+    p.add_argument("--out", help="table to write (default latency_tables/PROFILE/SPACE.json; with "
+                                 "--calibrate: FILE itself)")
+    p.add_argument("--bundle", metavar="DIR", help="only write the block ONNX files, the reference model, the "
+                                                   "calibration children and a manifest, for a device that "
+                                                   "cannot run PyTorch")
+    p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote (fit the "
+                                                       "calibration on its whole children)")
+    p.add_argument("--children", type=int, default=30,
+                   help="whole children timed for the calibration: the smallest, the largest and random ones "
+                        "(default: 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("latency-check", help="compare a latency table's predictions with fresh measurements",
+                       description="Export N fresh random children (none the table was calibrated on) as "
+                                   "they are deployed, time each end to end under the table's profile, and "
+                                   "print one JSON object {n, within_5pct, within_10pct, mae_pct, spearman, "
+                                   "kendall, worst_pct}: within_* are fractions of the children, mae_pct and "
+                                   "worst_pct absolute errors in percent. TABLE.check.png (predicted vs "
+                                   "measured) and TABLE.check.json (every child) go beside the table. Run it "
+                                   "on the machine the table describes.")
+    p.add_argument("--table", required=True, help="latency table JSON")
+    p.add_argument("--children", type=int, default=100, help="random children to time (default: 100)")
+    p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_latency_check)
 
     p = sub.add_parser("search", help="find the most accurate child under per-device latency, MFLOPs, params budgets",
                        description="Search a trained supernet for the child with the best validation top-1 "

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from bignas.console import quiet
 from bignas.io import atomic_path
 
 OPSET = 18
 
 
-def export_onnx(model: nn.Module, resolution: int, path: str | Path, in_channels: int = 3) -> Path:
-    """Write `model` (eval mode) as ONNX with the modern (torch.export) exporter and a dynamic batch axis."""
+def export_onnx(model: nn.Module, resolution: int, path: str | Path, in_channels: int = 3,
+                dynamic_size: bool = False) -> Path:
+    """Write `model` (eval mode) as ONNX with the modern (torch.export) exporter and a dynamic batch
+    axis; with `dynamic_size`, height and width are dynamic too (one export serves every size)."""
     model = model.eval()
     example = torch.randn(2, in_channels, resolution, resolution)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with atomic_path(path) as tmp, _quiet():
+    axes = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if dynamic_size:
+        size = torch.export.Dim("size", min=2, max=4096)
+        axes.update({2: size, 3: size})
+    with atomic_path(path) as tmp, quiet():
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
                                     input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
+                                    dynamic_shapes=(axes,), verbose=False)
         program.save(str(tmp))
     return Path(path)
 
@@ -39,20 +41,6 @@ def onnx_max_abs_diff(model: nn.Module, path: str | Path, x: torch.Tensor) -> fl
     with torch.no_grad():
         want = model.eval()(x).numpy()
     return float(np.abs(got - want).max())
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporter reports every stage on stdout and through warnings; keep the CLI's output clean."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------

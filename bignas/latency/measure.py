@@ -1,0 +1,127 @@
+"""Timing ONNX models with ONNX Runtime exactly as a device profile says, against a reference.
+
+This machine's raw medians drift by about 10% from minute to minute (shared cores, clocks), but
+two models timed in alternation drift together: the ratio of their medians moves by 1-2.5%. So
+every model is timed interleaved with one fixed reference model and stored as that ratio. No
+torch here (the device runner uses this module).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bignas.console import quiet
+from bignas.latency.profiles import DeviceProfile, ProfileError
+
+_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(profile: DeviceProfile, affinity: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = profile.intra_op_threads
+    so.inter_op_num_threads = profile.inter_op_threads
+    so.execution_mode = getattr(ort.ExecutionMode, _MODES[profile.execution_mode])
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[profile.graph_optimization_level])
+    so.log_severity_level = 3  # errors only: ORT's warnings would interleave with the progress line
+    if affinity and profile.affinity is not None:
+        so.add_session_config_entry("session.intra_op_thread_affinities", profile.affinity)
+    return so
+
+
+def open_session(profile: DeviceProfile, model: str | Path):
+    """An ONNX Runtime session for `model` under `profile`; ProfileError if ORT cannot honour it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if profile.provider not in available:
+        raise ProfileError(f"{profile.source}: field 'provider': '{profile.provider}' is not available "
+                           f"in this ONNX Runtime build (available: {available})")
+    try:
+        session = _session(profile, model, affinity=True, options=True)
+    except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+        raise ProfileError(f"{profile.source}: field '{_culprit(profile, model)}': ONNX Runtime rejects "
+                           f"it: {str(e).strip().splitlines()[0]}") from None
+    if session.get_providers()[0] != profile.provider:
+        raise ProfileError(f"{profile.source}: field 'provider': ONNX Runtime fell back from "
+                           f"'{profile.provider}' to {session.get_providers()}")
+    return session
+
+
+def _session(profile: DeviceProfile, model: str | Path, affinity: bool, options: bool):
+    import onnxruntime as ort
+
+    provider = (profile.provider, profile.provider_options if options else {})
+    with quiet():  # a failing provider prints its fallback attempt on stdout
+        return ort.InferenceSession(str(model), session_options(profile, affinity), providers=[provider])
+
+
+def _culprit(profile: DeviceProfile, model: str | Path) -> str:
+    """Which profile field ORT rejects: add the optional settings back one at a time."""
+    for affinity, options, blame in ((False, False, "intra_op_threads"), (True, False, "affinity"),
+                                     (True, True, "provider_options")):
+        try:
+            _session(profile, model, affinity, options)
+        except Exception:
+            return blame
+    return "provider"
+
+
+def random_feed(session, batch: int) -> dict[str, np.ndarray]:
+    """One random float input per model input; a symbolic (batch) axis gets `batch`."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) else batch for d in inp.shape]
+        feed[inp.name] = rng.standard_normal(shape, dtype=np.float32)
+    return feed
+
+
+@dataclass(frozen=True)
+class Timing:
+    ratio: float  # median time of the model / median time of the reference, timed interleaved
+    ms: float  # raw median of the model, milliseconds (drifts; for information)
+    reference_ms: float  # raw median of the reference during this measurement
+
+
+class Timer:
+    """Times models under one profile, each interleaved with the same reference model."""
+
+    def __init__(self, profile: DeviceProfile, reference: str | Path) -> None:
+        self.profile = profile
+        self.reference = open_session(profile, reference)
+        self.reference_feed = random_feed(self.reference, profile.batch)
+        self.reference_samples: list[float] = []
+
+    def time(self, model: str | Path) -> Timing:
+        session = open_session(self.profile, model)
+        feed = random_feed(session, self.profile.batch)
+        ref, ref_feed = self.reference, self.reference_feed
+        for _ in range(self.profile.warmup):
+            ref.run(None, ref_feed)
+            session.run(None, feed)
+        ts, rs = [], []
+        clock = time.perf_counter
+        for _ in range(self.profile.repeats):
+            t0 = clock()
+            ref.run(None, ref_feed)
+            t1 = clock()
+            session.run(None, feed)
+            t2 = clock()
+            rs.append(t1 - t0)
+            ts.append(t2 - t1)
+        self.reference_samples.extend(rs)
+        model_s, ref_s = float(np.median(ts)), float(np.median(rs))
+        return Timing(model_s / ref_s, model_s * 1e3, ref_s * 1e3)
+
+    @property
+    def reference_ms(self) -> float:
+        """Median of every reference run so far: the unit that converts ratios to milliseconds."""
+        return float(np.median(self.reference_samples)) * 1e3

@@ -1,0 +1,55 @@
+"""`bignas profile`: a latency table for this machine, or a bundle for a device without PyTorch.
+
+Profiling here is the device flow run in place: write a bundle into a work folder beside the
+table, time it with the device runner, calibrate. The work folder keeps the exported files and
+the runner's progress, so a killed run resumes where it stopped; it is removed on success.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bignas.latency.bundle import REFERENCE_FILE, ProgressFn, export_reference, write_bundle
+from bignas.latency.calibrate import calibrate, calibration_children
+from bignas.latency.device import run_bundle
+from bignas.latency.measure import open_session
+from bignas.latency.profiles import DeviceProfile
+from bignas.latency.table import LatencyTable, check_space, read_table, write_table
+from bignas.space import SearchSpace, load_space
+
+TABLES = Path("latency_tables")
+
+
+def default_table_path(profile: DeviceProfile, space: SearchSpace) -> Path:
+    return TABLES / profile.name / f"{space.name}.json"
+
+
+def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 30,
+                   progress: ProgressFn | None = None) -> LatencyTable:
+    """Time every block key of `space` and `children` whole children here; write the calibrated table."""
+    work = out.parent / f".{out.stem}.work"
+    reference = work / REFERENCE_FILE
+    if not reference.exists():
+        export_reference(reference, work / "shared")
+    open_session(profile, reference)  # refuse a profile ONNX Runtime rejects before exporting anything else
+    write_bundle(profile, space, work, calibration_children(space, children), progress)
+    table = calibrate(run_bundle(work, work / "table.json", progress), space)
+    write_table(out, table)
+    shutil.rmtree(work)
+    return table
+
+
+def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path, children: int = 30,
+                      progress: ProgressFn | None = None) -> Path:
+    """Write a bundle for `python -m bignas.latency.device` on the target; return its manifest."""
+    return write_bundle(profile, space, directory, calibration_children(space, children), progress)
+
+
+def calibrate_file(path: Path, out: Path | None = None, space: str | None = None) -> LatencyTable:
+    """Complete a table the device runner wrote: fit the calibration, write it to `out` (default: in place)."""
+    table = read_table(path)
+    space_ = load_space(space or table.header["space"])
+    check_space(table, space_.hash)
+    write_table(out or path, calibrate(table, space_))
+    return table

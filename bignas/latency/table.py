@@ -1,0 +1,135 @@
+"""Latency tables: one JSON file per (device profile, search space), with a header saying where,
+how and for which space it was measured. No torch here (the device runner writes tables too).
+
+Times are stored as ratios to the reference model timed interleaved with them (see `measure`);
+`reference_ms` in the header, the reference's median over the whole profiling run, converts
+them to milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bignas.errors import BignasError
+from bignas.io import read_json, write_json
+from bignas.latency.profiles import DeviceProfile
+
+FORMAT = "bignas-latency-table"
+SCHEMA = 1
+HEADER_FIELDS = ("schema", "profile", "device", "accelerator", "onnxruntime", "provider", "threads", "batch",
+                 "space", "space_hash", "date", "reference_ms", "settings")
+
+
+class TableError(BignasError):
+    """A latency table is missing, corrupt, truncated, or for another space; the message names it."""
+
+
+@dataclass
+class LatencyTable:
+    header: dict[str, Any]
+    entries: dict[str, dict[str, float]]  # key -> {"ratio", "ms", "ref_ms"}
+    children: list[dict[str, Any]] = field(default_factory=list)  # whole children timed: {"arch", "ratio", "ms"}
+    calibration: dict[str, Any] | None = None  # {"a", "c", "b", ...}: see `calibrate`
+    path: Path | None = None
+
+    @property
+    def reference_ms(self) -> float:
+        return float(self.header["reference_ms"])
+
+    @property
+    def profile(self) -> DeviceProfile:
+        from bignas.latency.profiles import parse_profile
+
+        return parse_profile(self.header["settings"], f"{self.path}: header.settings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "header": self.header, "calibration": self.calibration,
+                "children": self.children, "entries": self.entries}
+
+
+def device_description() -> str:
+    """The CPU model (and core count) of this machine, e.g. 'AMD EPYC (2 cores)'."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "Hardware")):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def make_header(profile: DeviceProfile, space_name: str, space_hash: str, reference_ms: float) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "schema": SCHEMA, "profile": profile.name, "device": device_description(),
+        "accelerator": ort.get_device(), "onnxruntime": ort.__version__, "provider": profile.provider,
+        "threads": {"intra_op": profile.intra_op_threads, "inter_op": profile.inter_op_threads},
+        "batch": profile.batch, "space": space_name, "space_hash": space_hash,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reference_ms": reference_ms, "settings": profile.to_dict(),
+    }
+
+
+def write_table(path: str | Path, table: LatencyTable) -> None:
+    """Write atomically: a reader sees the old table or the new one, never half of one."""
+    write_json(path, table.to_dict())
+    table.path = Path(path)
+
+
+def read_table(path: str | Path, space_hash: str | None = None) -> LatencyTable:
+    """Read and check a table; with `space_hash`, refuse a table measured for another space."""
+    path = Path(path)
+    data = read_json(path, "latency table", TableError)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise TableError(f"{path}: not a bignas latency table (field 'format' is not '{FORMAT}')")
+    for name in ("header", "entries", "children", "calibration"):
+        if name not in data:
+            raise TableError(f"{path}: missing field '{name}' (truncated or hand-edited table?)")
+    header = data["header"]
+    if not isinstance(header, dict):
+        raise TableError(f"{path}: field 'header' must be an object")
+    missing = [f for f in HEADER_FIELDS if f not in header]
+    if missing:
+        raise TableError(f"{path}: missing field 'header.{missing[0]}'")
+    if header["schema"] != SCHEMA:
+        raise TableError(f"{path}: field 'header.schema' is {header['schema']!r}; this bignas reads schema {SCHEMA}")
+    if not _positive(header["reference_ms"]):
+        raise TableError(f"{path}: field 'header.reference_ms' must be a positive number")
+    entries = data["entries"]
+    if not isinstance(entries, dict) or not entries:
+        raise TableError(f"{path}: field 'entries' must be a non-empty object")
+    for key, entry in entries.items():
+        if not isinstance(entry, dict) or not _positive(entry.get("ratio")):
+            raise TableError(f"{path}: field 'entries[{key}].ratio' must be a positive number")
+    children = data["children"]
+    if not isinstance(children, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("arch"), dict) and _positive(c.get("ratio")) for c in children):
+        raise TableError(f"{path}: field 'children' must be a list of {{arch, ratio}} objects")
+    calibration = data["calibration"]
+    if calibration is not None and not (isinstance(calibration, dict) and all(
+            isinstance(calibration.get(k), (int, float)) for k in ("a", "b", "c"))):
+        raise TableError(f"{path}: field 'calibration' must be null or an object with numbers a, b, c")
+    table = LatencyTable(header, entries, children, calibration, path)
+    if space_hash is not None:
+        check_space(table, space_hash)
+    return table
+
+
+def check_space(table: LatencyTable, space_hash: str) -> None:
+    """Refuse a table measured for another search space."""
+    if table.header["space_hash"] != space_hash:
+        raise TableError(f"{table.path}: table is for space '{table.header['space']}' (hash "
+                         f"{table.header['space_hash']}), not this one (hash {space_hash}): field "
+                         f"'header.space_hash' does not match")
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0

@@ -1,0 +1,276 @@
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bignas.cli import main
+from bignas.latency.calibrate import predict
+from bignas.latency.check import kendall, spearman
+from bignas.latency.keys import BlockKey, child_keys, space_keys
+from bignas.latency.measure import open_session
+from bignas.latency.profiles import ProfileError, load_profile
+from bignas.latency.table import LatencyTable, TableError, make_header, read_table, write_table
+from bignas.space import load_space, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
+TABLES = sorted((ROOT / "latency_tables").glob("*/*.json"))
+
+# Two resolutions so that one dynamic-size export serves two table entries; SE and no SE; a
+# stage with elastic depth and expand. Small enough to export and time in a few seconds.
+TINY_SPACE = """
+name: tiny
+resolutions: [12, 16]
+in_channels: 3
+num_classes: 4
+channel_divisor: 8
+stem: {widths: [8], kernel: 3, stride: 2, act: relu}
+stages:
+  - {widths: [8], depths: [1, 2], kernels: [3], expands: [2, 3], stride: 2, se: false, act: relu}
+  - {widths: [16], depths: [1], kernels: [3], expands: [2], stride: 2, se: true, act: swish}
+se: {reduction: 4, relative_to: input, act: relu, gate: sigmoid}
+head: {widths: [16], act: swish}
+"""
+FAST_PROFILE = """
+name: fast
+provider: CPUExecutionProvider
+intra_op_threads: 1
+inter_op_threads: 1
+batch: 1
+warmup: 5
+repeats: 30
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Keys
+# ------------------------------------------------------------------------------------------------
+
+
+def test_keys_cover_every_block_of_sampled_children(space_name):
+    space = load_space(space_name)
+    keys = space_keys(space)
+    rng = random.Random(3)
+    for child in [space.min(), space.max()] + [space.sample(rng) for _ in range(200)]:
+        missing = [str(k) for k in child_keys(space, child) if str(k) not in keys]
+        assert not missing, f"{space_name}: child {child.to_dict()} misses {missing}"
+
+
+def test_key_is_the_shape_not_the_position():
+    space = load_space("ofa-mbv3")
+    blocks = plan(space, space.max()).blocks
+    second, third = blocks[2], blocks[3]  # stage 1, blocks 1 and 2: same shape
+    assert (second.stage, second.index) != (third.stage, third.index)
+    assert str(BlockKey.of(second)) == str(BlockKey.of(third))
+    assert str(BlockKey.of(blocks[1])) != str(BlockKey.of(second))  # the stage's first block strides
+    assert str(BlockKey.of(second)) == "mbconv:r56,i24,o24,m144,x1,k7,s1,se0,arelu,sarelu,sghsigmoid"
+    assert BlockKey.of(second).shape_free == "mbconv:i24,o24,m144,x1,k7,s1,se0,arelu,sarelu,sghsigmoid"
+
+
+# ------------------------------------------------------------------------------------------------
+# Profiles
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
+def test_every_shipped_profile_loads(path):
+    profile = load_profile(path)
+    assert profile.name == path.stem
+
+
+def test_profile_refusals(tmp_path):
+    with pytest.raises(ProfileError, match=r"bad\.yaml: unknown field 'thread'"):
+        load_profile(write(tmp_path / "bad.yaml", FAST_PROFILE + "thread: 2\n"))
+    with pytest.raises(ProfileError, match=r"field 'provider': unknown ONNX Runtime execution provider 'Foo"):
+        load_profile(write(tmp_path / "foo.yaml", FAST_PROFILE.replace("CPUExecutionProvider", "FooProvider")))
+    with pytest.raises(ProfileError, match=r"field 'batch' must be an integer >= 1"):
+        load_profile(write(tmp_path / "b.yaml", FAST_PROFILE.replace("batch: 1", "batch: 0")))
+
+
+def test_profile_onnx_runtime_rejects(tmp_path):
+    from bignas.latency.bundle import export_reference
+
+    reference = tmp_path / "reference.onnx"
+    export_reference(reference, tmp_path / "shared")
+    # Two threads take one affinity entry (the first thread is the caller's): ORT refuses two.
+    bad = load_profile(write(tmp_path / "aff.yaml", FAST_PROFILE.replace("intra_op_threads: 1", "intra_op_threads: 2")
+                             + "affinity: '1;2'\n"))
+    with pytest.raises(ProfileError, match=r"aff\.yaml: field 'affinity': ONNX Runtime rejects it"):
+        open_session(bad, reference)
+    cuda = load_profile(ROOT / "profiles" / "cuda.yaml")
+    import onnxruntime as ort
+    if cuda.provider not in ort.get_available_providers():  # never silently fall back to the CPU
+        with pytest.raises(ProfileError, match=r"cuda\.yaml: field 'provider': 'CUDAExecutionProvider' is not available"):
+            open_session(cuda, reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------------
+
+
+def fake_table(tmp_path: Path, space) -> Path:
+    profile = load_profile(write(tmp_path / "fast.yaml", FAST_PROFILE))
+    entries = {k: {"ratio": 0.5 + 0.01 * i, "ms": 0.1, "ref_ms": 0.2} for i, k in enumerate(space_keys(space))}
+    children = [{"arch": c.to_dict(space), "ratio": 3.0 + i, "ms": 1.0} for i, c in
+                enumerate([space.min(), space.max()])]
+    table = LatencyTable(make_header(profile, space.name, space.hash, 0.2), entries, children,
+                         {"a": 0.8, "c": -0.1, "b": 0.2})
+    path = tmp_path / "t.json"
+    write_table(path, table)
+    return path
+
+
+def test_table_round_trip_and_refusals(tmp_path, capsys):
+    space = load_space("cifar-small")
+    path = fake_table(tmp_path, space)
+    table = read_table(path, space.hash)
+    assert table.to_dict() == json.loads(path.read_text())
+    assert table.header["space_hash"] == space.hash and table.header["onnxruntime"]
+    assert predict(table, space, space.min()) < predict(table, space, space.max())
+
+    with pytest.raises(TableError, match=r"table is for space 'cifar-small'.*'header\.space_hash' does not match"):
+        read_table(path, load_space("ofa-mbv3").hash)
+    text = path.read_text()
+    for name, broken in (("truncated", text[: len(text) // 2]), ("corrupt", "\x00garbage"),
+                         ("foreign", json.dumps({"format": "something-else"}))):
+        bad = write(tmp_path / f"{name}.json", broken)
+        with pytest.raises(TableError, match=rf"{name}\.json: "):
+            read_table(bad)
+        # The CLI refuses it, naming the file, and leaves it as it was.
+        assert main(["profile", "--calibrate", str(bad)]) == 2
+        assert f"bignas profile: error: {bad}" in capsys.readouterr().err
+        assert bad.read_text() == broken
+    # Calibrating against another space's YAML is refused and writes nothing.
+    other = write(tmp_path / "tiny.yaml", TINY_SPACE)
+    assert main(["profile", "--calibrate", str(path), "--space", str(other)]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert path.read_text() == text
+
+
+def test_refused_profile_overwrites_nothing(tmp_path, capsys):
+    space = load_space("cifar-small")
+    path = fake_table(tmp_path, space)
+    before = path.read_text()
+    bad = write(tmp_path / "bad.yaml", FAST_PROFILE + "warmups: 3\n")
+    assert main(["profile", "--profile", str(bad), "--space", "cifar-small", "--out", str(path)]) == 2
+    assert "unknown field 'warmups'" in capsys.readouterr().err
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "fast.yaml", "t.json"]
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[f"{p.parent.name}/{p.stem}" for p in TABLES])
+def test_committed_tables_read_and_order(path):
+    table = read_table(path)
+    space = load_space(table.header["space"])
+    read_table(path, space.hash)
+    assert table.header["profile"] == path.parent.name
+    assert table.calibration is not None
+    assert predict(table, space, space.min()) < predict(table, space, space.max())
+
+
+def test_rank_correlations():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert spearman(x, x * 3) == pytest.approx(1) and kendall(x, x ** 2) == pytest.approx(1)
+    assert spearman(x, -x) == pytest.approx(-1) and kendall(x, -x) == pytest.approx(-1)
+    # Ties share their rank (scipy.stats: spearmanr 0.9486833, kendalltau (tau-b) 0.9128709).
+    y = np.array([1.0, 2.0, 2.0, 4.0])
+    assert spearman(x, y) == pytest.approx(0.9486833, abs=1e-6)
+    assert kendall(x, y) == pytest.approx(0.9128709, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# A real profile of a tiny space, end to end: bundle, device runner without torch, calibration,
+# the same run on the host (resuming from the exported files), latency-check.
+# ------------------------------------------------------------------------------------------------
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnx", "onnxscript", "yaml"):
+            raise ImportError(f"{name} is not installed on this device")
+sys.meta_path.insert(0, NoTorch())
+from bignas.latency.device import main
+code = main(sys.argv[1:])
+assert not any(m.split(".")[0] in ("torch", "onnx", "yaml") for m in sys.modules), "torch was imported"
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    space_file = write(root / "tiny.yaml", TINY_SPACE)
+    profile_file = write(root / "fast.yaml", FAST_PROFILE)
+    bundle = root / "bundle"
+    assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--bundle", str(bundle),
+                 "--children", "8", "--quiet"]) == 0
+    return root, space_file, profile_file, bundle
+
+
+def test_device_runner_without_torch_resumes(tiny):
+    root, space_file, _, bundle = tiny
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    space = load_space(space_file)
+    assert len(manifest["blocks"]) == len(space_keys(space)) and len(manifest["children"]) == 8
+    assert not (bundle / "shared").exists()
+    # A run killed after its first entry left this progress file; the next run keeps that entry.
+    import hashlib
+    out = root / "device.json"
+    first = manifest["blocks"][0]["key"]
+    write(root / "device.json.partial", json.dumps({
+        "bundle": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()[:16],
+        "entries": {first: {"ratio": 123.0, "ms": 1.0, "ref_ms": 0.1}}, "children": {}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(bundle), "--out", str(out), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["entries"] == len(manifest["blocks"])
+    assert not (root / "device.json.partial").exists()
+    table = read_table(out, space.hash)
+    assert table.entries[first]["ratio"] == 123.0
+    assert table.calibration is None and len(table.children) == 8
+    assert table.header["profile"] == "fast" and table.header["batch"] == 1
+
+    table.entries[first]["ratio"] = table.entries[manifest["blocks"][1]["key"]]["ratio"]  # undo the fake
+    write_table(out, table)
+    assert main(["profile", "--calibrate", str(out), "--space", str(space_file), "--quiet"]) == 0
+    calibrated = read_table(out, space.hash)
+    assert set(calibrated.calibration) >= {"a", "b", "c"}
+    assert predict(calibrated, space, space.min()) < predict(calibrated, space, space.max())
+
+
+def test_profile_and_check_on_this_machine(tiny, capsys):
+    root, space_file, profile_file, bundle = tiny
+    out = root / "tables" / "tiny.json"
+    shutil.copytree(bundle, out.parent / ".tiny.work")  # as if a killed run had exported everything
+    assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--out", str(out),
+                 "--children", "8", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["table"] == str(out) and summary["calibration"]["children"] == 8
+    assert not (out.parent / ".tiny.work").exists()
+    space = load_space(space_file)
+    table = read_table(out, space.hash)
+    assert set(table.entries) == set(space_keys(space))
+
+    assert main(["latency-check", "--table", str(out), "--space", str(space_file), "--children", "3",
+                 "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"n", "within_5pct", "within_10pct", "mae_pct", "spearman", "kendall", "worst_pct"}
+    assert result["n"] == 3 and 0 <= result["within_10pct"] <= 1
+    assert (root / "tables" / "tiny.check.png").read_bytes()[:4] == b"\x89PNG"
+    checked = json.loads((root / "tables" / "tiny.check.json").read_text())
+    calibrated_on = {json.dumps(c["arch"], sort_keys=True) for c in table.children}
+    assert not calibrated_on & {json.dumps(c["arch"], sort_keys=True) for c in checked["children"]}
