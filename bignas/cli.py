@@ -118,50 +118,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from bignas.search.run import search_run
 
-    from tqdm import tqdm
-
-    from bignas.data import load_dataset
-    from bignas.latency.table import read_table
-    from bignas.search.constraints import Constraints, Device, SearchError
-    from bignas.search.evaluator import Evaluator
-    from bignas.search.run import search, write_results
-    from bignas.train.distributed import Distributed
-    from bignas.train.recipe import load_run
-
-    tables, limits = args.table or [], args.max_latency_ms or []
-    if limits and len(limits) != len(tables):
-        raise SearchError(f"{len(tables)} --table but {len(limits)} --max-latency-ms: give one budget per table")
-    if args.budget < 1:
-        raise SearchError(f"--budget must be at least 1, got {args.budget}")
-    space, config, supernet = load_run(args.run, args.device)
-    devices, names = [], set()
-    for i, path in enumerate(tables):
-        table = read_table(path, space.hash)
-        name = table.header["profile"]
-        name = name if name not in names else f"{name}-{i}"
-        names.add(name)
-        devices.append(Device(name, table, limits[i] if limits else None))
-    constraints = Constraints(space, tuple(devices), args.max_mflops, args.max_params_m)
-    data = args.data or config.data
-    dataset = load_dataset(data, image_size=config.image_size, workers=config.workers)
-    dist = Distributed.from_env(args.device)
-    bar = tqdm(total=args.budget * max(1, len(devices)), unit="child", desc="search",
-               disable=args.quiet or not dist.is_main, dynamic_ncols=True)
-    evaluator = Evaluator(supernet, space, dataset, args.run, data_spec=data,
-                          calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size,
-                          rank=dist.rank, world_size=dist.world_size, on_result=lambda: bar.update(1))
-    doc = search(constraints, evaluator, strategy=args.strategy, budget=args.budget, seed=args.seed)
-    bar.close()
-    doc.update(run=str(args.run), data=data, evaluated_fresh=evaluator.fresh)
-    if dist.is_main:
-        write_results(doc, Path(args.out))
+    doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
+                     max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
+                     budget=args.budget, seed=args.seed, data=args.data, device=args.device, quiet=args.quiet)
+    if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
             {"device": r["device"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
              "mflops": round(r["best"]["mflops"], 4), "params_m": round(r["best"]["params_m"], 6),
              "arch": r["best"]["arch"]} for r in doc["devices"]]}))
-    dist.close()
     return 0
 
 

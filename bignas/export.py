@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ CHILD_FORMAT = "bignas-child"
 def save_child(static: nn.Module, space, child, path: str | Path) -> None:
     """Write `child.pt`: the static child's state dict with its arch and space, plain tensors and
     containers only, so that `torch.load(..., weights_only=True)` reads it."""
-    state = {"format": CHILD_FORMAT, "space": space.to_dict(), "arch": child.to_dict(space),
+    plain = json.loads(json.dumps({"space": space.to_dict(), "arch": child.to_dict(space)}))  # lists, not tuples
+    state = {"format": CHILD_FORMAT, **plain,
              "state_dict": {k: v.detach().cpu() for k, v in static.state_dict().items()}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -120,7 +122,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
             "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
             "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-            "predicted_latency_ms": round(predict(table, space, child), 4) if table is not None else None,
+            "predicted_latency_ms": round(predict(table, space, child), 6) if table is not None else None,
             "measured_latency_ms": measured, "measured_latency_note": reason,
             "profile": table.header["profile"] if table is not None else None,
             "table": str(table_path) if table_path is not None else None,
@@ -147,4 +149,4 @@ def measure_on_table_device(table, model: Path) -> tuple[float | None, str | Non
         reference = Path(tmp) / "reference.onnx"
         export_reference(reference, Path(tmp) / "cache")
         timing = Timer(table.profile, reference).time(model)
-    return round(timing.ratio * table.reference_ms, 4), None
+    return round(timing.ratio * table.reference_ms, 6), None

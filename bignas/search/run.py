@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from bignas.data import derive_seed
 from bignas.io import write_json
-from bignas.search.constraints import Constraints, Device
+from bignas.search.constraints import Constraints, Device, SearchError
 from bignas.search.strategies import History, coarse_to_fine, random_search
 from bignas.space import Child
 
@@ -53,6 +53,54 @@ def search(constraints: Constraints, evaluate: Callable[[list[Child]], list[floa
                             "devices": [{"name": d.name, "table": str(d.table.path), "max_latency_ms": d.max_ms}
                                         for d in constraints.devices]},
             "devices": results}
+
+
+def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
+               max_mflops: float | None = None, max_params_m: float | None = None,
+               strategy: str = "coarse-to-fine", budget: int = 40, seed: int = 0, data: str | None = None,
+               device: str = "auto", quiet: bool = False) -> dict[str, Any] | None:
+    """`bignas search`: load the run and tables, search, write OUT/search.json and the Pareto plots.
+    Returns the search.json document (None on ranks other than 0 under torchrun)."""
+    from tqdm import tqdm
+
+    from bignas.data import load_dataset
+    from bignas.latency.table import read_table
+    from bignas.search.evaluator import Evaluator
+    from bignas.train.distributed import Distributed
+    from bignas.train.recipe import load_run
+
+    if limits and len(limits) != len(tables):
+        raise SearchError(f"{len(tables)} --table but {len(limits)} --max-latency-ms: give one budget per table")
+    if budget < 1:
+        raise SearchError(f"--budget must be at least 1, got {budget}")
+    if strategy not in STRATEGIES:
+        raise SearchError(f"unknown strategy {strategy!r} (expected one of {', '.join(STRATEGIES)})")
+    space, config, supernet = load_run(run, device)
+    devices, names = [], set()
+    for i, path in enumerate(tables):
+        table = read_table(path, space.hash)
+        name = table.header["profile"] if table.header["profile"] not in names else f"{table.header['profile']}-{i}"
+        names.add(name)
+        devices.append(Device(name, table, limits[i] if limits else None))
+    constraints = Constraints(space, tuple(devices), max_mflops, max_params_m)
+    data = data or config.data
+    dataset = load_dataset(data, image_size=config.image_size, workers=config.workers)
+    dist = Distributed.from_env(device)
+    bar = tqdm(total=budget * max(1, len(devices)), unit="child", desc="search",
+               disable=quiet or not dist.is_main, dynamic_ncols=True)
+    evaluator = Evaluator(supernet, space, dataset, run, data_spec=data,
+                          calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size,
+                          rank=dist.rank, world_size=dist.world_size, on_result=lambda: bar.update(1))
+    try:
+        doc = search(constraints, evaluator, strategy=strategy, budget=budget, seed=seed)
+    finally:
+        bar.close()
+        dist.close()
+    doc.update(run=str(run), data=data, evaluated_fresh=evaluator.fresh)
+    if not dist.is_main:
+        return None
+    write_results(doc, Path(out))
+    return doc
 
 
 def write_results(doc: dict[str, Any], out: Path) -> None:

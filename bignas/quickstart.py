@@ -1,0 +1,114 @@
+"""`bignas quickstart`: the three jobs end to end on the embedded dataset, on this CPU.
+
+Train the quickstart recipe (mnist5k, cifar-small), get a cpu-1t latency table (the shipped one
+when it was measured on this kind of CPU, else measure this machine), search under a latency
+budget halfway between the smallest and the largest child, export the best child. Each stage
+reuses what an earlier, interrupted run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bignas.io import write_json
+from bignas.latency.calibrate import predict
+from bignas.latency.device import Progress
+from bignas.latency.profile import profile_device
+from bignas.latency.profiles import load_profile
+from bignas.latency.table import LatencyTable, TableError, device_description, read_table
+from bignas.space import SearchSpace, load_space
+
+PROJECT = Path(__file__).resolve().parents[1]
+PROFILE = "cpu-1t"
+SPACE = "cifar-small"
+BUDGET = 40  # accuracy evaluations of the search
+
+
+def quickstart(out: str | Path, quiet: bool = False) -> dict:
+    out = Path(out)
+    start = time.monotonic()
+    say = (lambda *a: None) if quiet else (lambda msg: print(f"[quickstart {time.monotonic() - start:5.0f}s] {msg}",
+                                                            flush=True))
+    run = out / "run"
+    say(f"1/4 training the supernet into {run}")
+    _train(run, quiet)
+    space = load_space(SPACE)
+    say(f"2/4 latency table for {PROFILE}")
+    table_path, table = _table(out, space, quiet, say)
+    fastest, slowest = predict(table, space, space.min()), predict(table, space, space.max())
+    budget_ms = round((fastest + slowest) / 2, 4)
+    say(f"3/4 searching: latency budget {budget_ms:.3f} ms (smallest child {fastest:.3f}, largest {slowest:.3f})")
+    best = _search(run, table_path, budget_ms, out / "search", quiet)
+    say("4/4 exporting the best child")
+    arch = out / "search" / "best.json"
+    write_json(arch, best["arch"])
+    from bignas.export import export_run_child
+
+    card = export_run_child(run, arch, out / "export", table_path)
+    summary = {"out": str(out), "table": str(table_path), "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
+               "seconds": round(time.monotonic() - start, 1)}
+    _print_summary(card, budget_ms, summary, quiet)
+    return summary
+
+
+def _train(run: Path, quiet: bool) -> None:
+    from bignas.train.checkpoint import latest_checkpoint
+    from bignas.train.config import load_config
+    from bignas.train.recipe import Recipe
+
+    if (run / "supernet.pt").exists():
+        return
+    resume = latest_checkpoint(run) is not None
+    config = load_config(run / "config.yaml" if resume else "quickstart.yaml")
+    recipe = Recipe(config, run, show_progress=not quiet)
+    try:
+        recipe.setup(resume=resume)
+        recipe.train()
+    finally:
+        recipe.close()
+
+
+def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable]:
+    """The shipped table when this host is the device it describes, else one measured here."""
+    shipped = PROJECT / "latency_tables" / PROFILE / f"{space.name}.json"
+    here = device_description()
+    if shipped.exists():
+        try:
+            table = read_table(shipped, space.hash)
+            if table.header["device"] == here:
+                say(f"    reusing {shipped} (measured on this CPU: {here})")
+                return shipped, table
+            say(f"    {shipped} was measured on '{table.header['device']}', this is '{here}': profiling here")
+        except TableError as e:
+            say(f"    not using {shipped}: {e}")
+    mine = out / "latency_tables" / PROFILE / f"{space.name}.json"
+    if mine.exists():
+        return mine, read_table(mine, space.hash)
+    profile = load_profile(PROJECT / "profiles" / f"{PROFILE}.yaml")
+    return mine, profile_device(profile, space, mine, progress=None if quiet else Progress())
+
+
+def _search(run: Path, table_path: Path, budget_ms: float, out: Path, quiet: bool) -> dict:
+    from bignas.search.run import search_run
+
+    doc = search_run(run, [str(table_path)], [budget_ms], out=out, budget=BUDGET, device="cpu", quiet=quiet)
+    return doc["devices"][0]["best"]
+
+
+def _print_summary(card: dict, budget_ms: float, summary: dict, quiet: bool) -> None:
+    rows = [("val top-1", f"{card['top1_val']:.4f}"), ("test top-1", f"{card['top1_test']:.4f}"),
+            ("resolution", card["arch"]["resolution"]), ("MFLOPs", f"{card['mflops']:.2f}"),
+            ("params (M)", f"{card['params_m']:.4f}"), ("latency budget (ms)", f"{budget_ms:.3f}"),
+            ("predicted latency (ms)", f"{card['predicted_latency_ms']:.3f}"),
+            ("measured latency (ms)", card["measured_latency_ms"] if card["measured_latency_ms"] is not None
+             else f"n/a ({card['measured_latency_note']})"),
+            ("ONNX max abs diff", f"{card['onnx_max_abs_diff']:.1e}")]
+    if not quiet:
+        print("\nbest child under the budget, exported to", Path(summary["card"]).parent)
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"  {k:<{width}}  {v}")
+        print()
+    print(json.dumps(summary))

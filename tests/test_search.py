@@ -1,0 +1,146 @@
+"""Search under constraints, the accuracy cache, export and its model card, on a tiny real run:
+a tiny space trained one epoch on a small CIFAR-10 written to disk, profiled with ONNX Runtime."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+import bignas
+from bignas.cli import main
+from bignas.cost import child_cost
+from bignas.errors import BignasError
+from bignas.latency.calibrate import predict
+from bignas.latency.table import TableError, read_table, write_table
+from bignas.nn import extract
+from bignas.search.constraints import SearchError
+from bignas.search.run import search_run
+from bignas.space import load_space
+from bignas.train.recipe import load_run
+from test_latency import FAST_PROFILE, TINY_SPACE
+from test_train import write_cifar10
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    space_file = root / "tiny.yaml"
+    space_file.write_text(TINY_SPACE.replace("num_classes: 4", "num_classes: 10"))  # as the data
+    profile_file = root / "fast.yaml"
+    profile_file.write_text(FAST_PROFILE)
+    data = write_cifar10(root / "cifar", n_train=320, n_test=120)
+    config = root / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "space": str(space_file), "data": f"cifar10:{data}", "epochs": 2, "batch_size": 32, "seed": 0,
+        "device": "cpu", "eval": {"calibration_images": 64, "batch_size": 64, "every_epochs": 0},
+        "log": {"every_steps": 5, "tensorboard": False}, "schedule": {"warmup_epochs": 0.5}}))
+    run = root / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
+    table = root / "fast" / "tiny.json"
+    assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--out", str(table),
+                 "--children", "6", "--quiet"]) == 0
+    space = load_space(space_file)
+    t = read_table(table, space.hash)
+    mid = (predict(t, space, space.min()) + predict(t, space, space.max())) / 2
+    return root, run, table, space, mid
+
+
+def fits(doc, space, table, limit, max_mflops=None):
+    t = read_table(table, space.hash)
+    for result in doc["devices"]:
+        for p in result["evaluated"]:
+            child = space.child_from_dict(p["arch"])
+            assert predict(t, space, child) <= limit
+            if max_mflops is not None:
+                assert child_cost(space, child).mflops <= max_mflops
+
+
+def test_search_respects_constraints_is_deterministic_and_reuses_the_cache(tiny_run):
+    root, run, table, space, mid = tiny_run
+    max_mflops = (child_cost(space, space.min()).mflops + child_cost(space, space.max()).mflops) / 2
+    runs = []
+    for i in range(2):
+        out = root / f"s{i}"
+        runs.append(search_run(run, [str(table)], [mid], out=out, max_mflops=max_mflops, budget=5, seed=1,
+                               quiet=True))
+        assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+        assert json.loads((out / "search.json").read_text())["devices"][0]["best"] == runs[-1]["devices"][0]["best"]
+    first, second = runs
+    fits(first, space, table, mid, max_mflops)
+    assert first["devices"][0]["evaluated"] == second["devices"][0]["evaluated"]
+    assert first["evaluated_fresh"] > 0 and second["evaluated_fresh"] == 0  # all from RUN/accuracy.jsonl
+    best = first["devices"][0]["best"]
+    assert best["top1_val"] == max(p["top1_val"] for p in first["devices"][0]["evaluated"])
+    front = first["devices"][0]["pareto"]
+    assert all(a["latency_ms"] <= b["latency_ms"] and a["top1_val"] < b["top1_val"] for a, b in zip(front, front[1:]))
+
+
+def test_random_strategy_and_several_devices(tiny_run):
+    root, run, table, space, mid = tiny_run
+    other = root / "other" / "tiny.json"
+    other.parent.mkdir(exist_ok=True)
+    shutil.copy(table, other)
+    t = read_table(table, space.hash)
+    tight = predict(t, space, space.min()) * 1.0001
+    doc = search_run(run, [str(table), str(other)], [mid, tight], out=root / "multi", strategy="random",
+                     budget=4, quiet=True)
+    assert [r["device"] for r in doc["devices"]] == ["fast", "fast-1"]
+    assert (root / "multi" / "pareto-fast.png").exists() and (root / "multi" / "pareto-fast-1.png").exists()
+    for result, limit in zip(doc["devices"], (mid, tight)):
+        assert result["best"]["latency_ms"] <= limit
+        for p in result["evaluated"]:
+            assert p["latency_ms"] <= limit
+
+
+def test_refusals(tiny_run, capsys):
+    root, run, table, space, mid = tiny_run
+    t = read_table(table, space.hash)
+    smallest = predict(t, space, space.min())
+    with pytest.raises(SearchError, match="smallest child needs"):
+        search_run(run, [str(table)], [smallest * 0.5], out=root / "never", budget=3, quiet=True)
+    assert not (root / "never").exists()
+    assert main(["search", "--run", str(run), "--table", str(table), "--max-latency-ms", "1", "--max-latency-ms", "2",
+                 "--out", str(root / "never"), "--quiet"]) == 2
+    assert "one budget per table" in capsys.readouterr().err
+    foreign = root / "foreign.json"
+    t.header["space_hash"] = "0" * 16
+    write_table(foreign, t)
+    with pytest.raises(TableError, match="space"):
+        search_run(run, [str(foreign)], [mid], out=root / "never", budget=3, quiet=True)
+    arch = root / "ofa.json"
+    arch.write_text(json.dumps(load_space("ofa-mbv3").min().to_dict(load_space("ofa-mbv3"))))
+    assert main(["export", "--run", str(run), "--arch", str(arch), "--out", str(root / "never")]) == 2
+    assert "field 'space'" in capsys.readouterr().err
+    assert not (root / "never").exists()
+
+
+def test_export_writes_a_consistent_checked_card(tiny_run, capsys):
+    root, run, table, space, mid = tiny_run
+    child = space.sample(__import__("random").Random(5))
+    arch = root / "arch.json"
+    arch.write_text(json.dumps(child.to_dict(space)))
+    out = root / "export"
+    assert main(["export", "--run", str(run), "--arch", str(arch), "--table", str(table), "--out", str(out)]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card == json.loads((out / "card.json").read_text())
+    assert {"arch", "space", "top1_val", "top1_test", "mflops", "params_m", "predicted_latency_ms",
+            "measured_latency_ms", "profile", "onnxruntime", "onnx_max_abs_diff"} <= set(card)
+    assert main(["inspect", "--space", str(root / "tiny.yaml"), "--arch", str(arch)]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert (card["mflops"], card["params_m"]) == (inspected["mflops"], inspected["params_m"])
+    assert card["onnx_max_abs_diff"] <= 1e-4 and 0 <= card["top1_test"] <= 1
+    assert card["predicted_latency_ms"] == pytest.approx(predict(read_table(table, space.hash), space, child), rel=1e-3)
+    assert card["measured_latency_ms"] > 0 and card["profile"] == "fast"  # the table was measured on this host
+    # child.pt: loads with weights_only through the public API, and is the recalibrated extracted child.
+    model = bignas.load_child(out / "child.pt")
+    assert model.arch == child.to_dict(space)
+    x = torch.randn(3, 3, child.resolution, child.resolution)
+    _, _, supernet = load_run(run, "cpu")
+    static = extract(supernet, child)
+    static.load_state_dict(torch.load(out / "child.pt", weights_only=True)["state_dict"])
+    torch.testing.assert_close(model(x), static.eval()(x))
+    (out / "truncated.pt").write_bytes((out / "child.pt").read_bytes()[:100])
+    with pytest.raises(BignasError, match="truncated.pt"):
+        bignas.load_child(out / "truncated.pt")
