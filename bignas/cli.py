@@ -37,6 +37,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     progress = None if args.quiet else Progress()
+    if args.children < 4:
+        raise BignasError(f"--children {args.children}: the calibration fits 3 numbers, time at least 4 children")
     if args.calibrate:
         table = run.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
     elif args.profile is None:
@@ -63,6 +65,8 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
     from bignas.latency.check import latency_check
     from bignas.latency.table import check_space, read_table
 
+    if args.children < 2:
+        raise BignasError(f"--children {args.children}: rank correlations need at least 2 children")
     table = read_table(args.table)
     space = load_space(args.space or table.header["space"])
     check_space(table, space.hash)

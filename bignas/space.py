@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from bignas.errors import BignasError
+from bignas.errors import BignasError, check_keys
 from bignas.io import read_json
 
 ACTIVATIONS = ("relu", "hswish", "swish")
@@ -537,14 +537,7 @@ def _digest(obj: Any) -> str:
 
 
 def _check_keys(d: Any, allowed: set[str], required: set[str], source: str, where: str) -> None:
-    if not isinstance(d, dict):
-        raise SpaceError(f"{source}: field '{where.rstrip('.') or 'top level'}' must be a mapping")
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise SpaceError(f"{source}: unknown field '{where}{unknown[0]}' (allowed: {sorted(allowed)})")
-    missing = sorted(required - set(d))
-    if missing:
-        raise SpaceError(f"{source}: missing field '{where}{missing[0]}'")
+    check_keys(d, allowed, required, source, where, SpaceError)
 
 
 def _int(v: Any, source: str, field: str, positive: bool = False) -> int:

@@ -20,7 +20,7 @@ from bignas.space import load_space, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
-TABLES = sorted((ROOT / "latency_tables").glob("*/*.json"))
+TABLES = sorted(p for p in (ROOT / "latency_tables").glob("*/*.json") if not p.name.endswith(".check.json"))
 
 # Two resolutions so that one dynamic-size export serves two table entries; SE and no SE; a
 # stage with elastic depth and expand. Small enough to export and time in a few seconds.

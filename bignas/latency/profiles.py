@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bignas.errors import BignasError
+from bignas.errors import BignasError, check_keys
 
 EXECUTION_MODES = ("sequential", "parallel")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -50,15 +50,8 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
     """Validate a profile mapping (from YAML or a bundle manifest)."""
     import onnxruntime as ort
 
-    if not isinstance(data, dict):
-        raise ProfileError(f"{source}: expected a mapping at the top level")
     allowed = {f.name for f in dataclasses.fields(DeviceProfile)} - {"source"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ProfileError(f"{source}: unknown field '{unknown[0]}' (allowed: {sorted(allowed)})")
-    missing = sorted(_REQUIRED - set(data))
-    if missing:
-        raise ProfileError(f"{source}: missing field '{missing[0]}'")
+    check_keys(data, allowed, _REQUIRED, source, "", ProfileError)
 
     def check(name: str, ok: bool, expected: str) -> None:
         if not ok:
