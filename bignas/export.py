@@ -133,20 +133,13 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
 
 
 def measure_on_table_device(table, model: Path) -> tuple[float | None, str | None]:
-    """Latency of `model` (ms) measured as the table's profile says, on the scale of the table (its
-    time relative to the interleaved reference, times the table's reference), when this host is the
-    table's device; else (None, why not)."""
-    import tempfile
+    """Latency of `model` (ms, on the table's scale) when this host is the table's device; else
+    (None, why not)."""
+    from bignas.latency.check import table_clock
+    from bignas.latency.table import TableError
 
-    from bignas.latency.bundle import export_reference
-    from bignas.latency.measure import Timer
-    from bignas.latency.table import device_description
-
-    here = device_description()
-    if table.header["device"] != here:
-        return None, f"this host ('{here}') is not the table's device ('{table.header['device']}')"
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = Path(tmp) / "reference.onnx"
-        export_reference(reference, Path(tmp) / "cache")
-        timing = Timer(table.profile, reference).time(model)
-    return round(timing.ratio * table.reference_ms, 6), None
+    try:
+        with table_clock(table) as measure_ms:
+            return round(measure_ms(model), 6), None
+    except TableError as e:
+        return None, str(e)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,26 +31,35 @@ def fresh_children(space: SearchSpace, table: LatencyTable, n: int, seed: int) -
     return list(children.values())
 
 
-def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: int = 1000,
-                  progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Time `n` fresh children as exported for deployment; compare with `predict`. Writes
-    TABLE.check.json (every child) and TABLE.check.png (scatter) beside the table."""
+@contextlib.contextmanager
+def table_clock(table: LatencyTable) -> Iterator[Callable[[Path], float]]:
+    """A function timing an ONNX model here as `table`'s profile says, in the table's milliseconds:
+    its median relative to the interleaved reference, times the table's `reference_ms`. Refuses a
+    host that is not the device the table describes."""
     here = device_description()
     if table.header["device"] != here:
         raise TableError(f"{table.path}: measured on '{table.header['device']}', this machine is '{here}': "
-                         f"check a table on the device it describes")
-    children = fresh_children(space, table, n, seed)
-    predicted, measured = [], []
+                         f"time models on the device the table describes")
     with tempfile.TemporaryDirectory() as tmp:
         reference = Path(tmp) / "reference.onnx"
         export_reference(reference, Path(tmp) / "shared")
         timer = Timer(table.profile, reference)
+        yield lambda model: timer.time(model).ratio * table.reference_ms
+
+
+def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: int = 1000,
+                  progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Time `n` fresh children as exported for deployment; compare with `predict`. Writes
+    TABLE.check.json (every child) and TABLE.check.png (scatter) beside the table."""
+    children = fresh_children(space, table, n, seed)
+    predicted, measured = [], []
+    with table_clock(table) as measure_ms, tempfile.TemporaryDirectory() as tmp:
         for i, child in enumerate(children):
             if progress:
                 progress("check", i + 1, len(children))
             path = Path(tmp) / "child.onnx"
             export_child(space, child, path)
-            measured.append(timer.time(path).ratio * table.reference_ms)
+            measured.append(measure_ms(path))
             predicted.append(predict(table, space, child))
     result = summary(np.array(predicted), np.array(measured))
     base = table.path.with_suffix("")
