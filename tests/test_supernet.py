@@ -65,7 +65,7 @@ def test_every_parameter_gets_a_gradient_under_the_largest_child(space_name):
 
 
 def test_supernet_gradients_equal_the_extracted_childs(space_name):
-    """Sliced weights add their gradients straight into `.grad` (ops._Slice): each slice must get
+    """Sliced weights add their gradients straight into `.grad` (ops.SliceBatch): each slice must get
     exactly the static child's gradient, accumulate over backward passes, and nothing else."""
     net = copy.deepcopy(random_supernet(space_name))
     gen = torch.Generator().manual_seed(4)

@@ -1,11 +1,13 @@
 """Elastic building blocks. Each block runs a `BlockPlan` (or stem / head plan) and can hand the
-weights of that plan over as the state dict of the matching static module in `static.py`."""
+weights of that plan over as the state dict of the matching static module in `static.py`.
+`take` (see `ops.Take`) is how sliced parameters are made: views by default, or the gathered
+copies of a training pass (`ops.SliceBatch`)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bignas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, make_act
+from bignas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, Take, make_act, view
 from bignas.nn.static import drop_path
 from bignas.space import BlockPlan, ConvPlan, HeadPlan
 
@@ -22,12 +24,12 @@ class ElasticConvBN(nn.Module):
         self.bn = ElasticBatchNorm2d(max_out)
         self.act = make_act(act)
 
-    def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int) -> Tensor:
-        return self.act(self.bn(self.conv(x, out_ch, kernel, stride)))
+    def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int, take: Take = view) -> Tensor:
+        return self.act(self.bn(self.conv(x, out_ch, kernel, stride, take), take))
 
-    def active_state(self, in_ch: int, out_ch: int, kernel: int) -> State:
-        w, _ = self.conv.active(in_ch, out_ch, kernel)
-        weight, bias, mean, var = self.bn.active(out_ch)
+    def active_state(self, in_ch: int, out_ch: int, kernel: int, take: Take = view) -> State:
+        w, _ = self.conv.active(in_ch, out_ch, kernel, take)
+        weight, bias, mean, var = self.bn.active(out_ch, take)
         return {"conv.weight": w, "bn.weight": weight, "bn.bias": bias, "bn.running_mean": mean,
                 "bn.running_var": var, "bn.num_batches_tracked": self.bn.num_batches_tracked}
 
@@ -40,13 +42,13 @@ class ElasticSE(nn.Module):
         self.expand = ElasticConv2d(max_mid, max_ch, 1, bias=True)
         self.gate = make_act(gate)
 
-    def forward(self, x: Tensor, mid: int) -> Tensor:
+    def forward(self, x: Tensor, mid: int, take: Take = view) -> Tensor:
         s = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.expand(self.act(self.reduce(s, mid, 1)), x.shape[1], 1))
+        return x * self.gate(self.expand(self.act(self.reduce(s, mid, 1, take=take)), x.shape[1], 1, take=take))
 
-    def active_state(self, channels: int, mid: int) -> State:
-        rw, rb = self.reduce.active(channels, mid, 1)
-        ew, eb = self.expand.active(mid, channels, 1)
+    def active_state(self, channels: int, mid: int, take: Take = view) -> State:
+        rw, rb = self.reduce.active(channels, mid, 1, take)
+        ew, eb = self.expand.active(mid, channels, 1, take)
         return {"reduce.weight": rw, "reduce.bias": rb, "expand.weight": ew, "expand.bias": eb}
 
 
@@ -61,23 +63,23 @@ class ElasticMBConv(nn.Module):
         self.se = ElasticSE(p.mid_ch, p.se_mid, p.se_act, p.se_gate) if p.se_mid else None
         self.project = ElasticConvBN(p.mid_ch, p.out_ch, 1, None)
 
-    def forward(self, x: Tensor, p: BlockPlan, drop_connect: float = 0.0) -> Tensor:
-        h = self.expand(x, p.mid_ch, 1, 1) if self.expand is not None else x
-        h = self.dw(h, p.mid_ch, p.kernel, p.stride)
+    def forward(self, x: Tensor, p: BlockPlan, drop_connect: float = 0.0, take: Take = view) -> Tensor:
+        h = self.expand(x, p.mid_ch, 1, 1, take) if self.expand is not None else x
+        h = self.dw(h, p.mid_ch, p.kernel, p.stride, take)
         if self.se is not None:
-            h = self.se(h, p.se_mid)
-        h = self.project(h, p.out_ch, 1, 1)
+            h = self.se(h, p.se_mid, take)
+        h = self.project(h, p.out_ch, 1, 1, take)
         if p.residual:
             h = drop_path(h, drop_connect, self.training) + x
         return h
 
-    def active_state(self, p: BlockPlan) -> State:
-        parts = {"dw": self.dw.active_state(p.mid_ch, p.mid_ch, p.kernel),
-                 "project": self.project.active_state(p.mid_ch, p.out_ch, 1)}
+    def active_state(self, p: BlockPlan, take: Take = view) -> State:
+        parts = {"dw": self.dw.active_state(p.mid_ch, p.mid_ch, p.kernel, take),
+                 "project": self.project.active_state(p.mid_ch, p.out_ch, 1, take)}
         if self.expand is not None:
-            parts["expand"] = self.expand.active_state(p.in_ch, p.mid_ch, 1)
+            parts["expand"] = self.expand.active_state(p.in_ch, p.mid_ch, 1, take)
         if self.se is not None:
-            parts["se"] = self.se.active_state(p.mid_ch, p.se_mid)
+            parts["se"] = self.se.active_state(p.mid_ch, p.se_mid, take)
         return prefixed(parts)
 
 
@@ -85,8 +87,8 @@ class ElasticStem(ElasticConvBN):
     def __init__(self, largest: ConvPlan, max_kernel: int) -> None:
         super().__init__(largest.in_ch, largest.out_ch, max_kernel, largest.act)
 
-    def forward(self, x: Tensor, p: ConvPlan) -> Tensor:  # type: ignore[override]
-        return super().forward(x, p.out_ch, p.kernel, p.stride)
+    def forward(self, x: Tensor, p: ConvPlan, take: Take = view) -> Tensor:  # type: ignore[override]
+        return super().forward(x, p.out_ch, p.kernel, p.stride, take)
 
 
 class ElasticHead(nn.Module):
@@ -100,19 +102,19 @@ class ElasticHead(nn.Module):
         self.mix_act = make_act(p.act if p.mix is not None else None)
         self.classifier = ElasticLinear(p.features, p.num_classes)
 
-    def forward(self, x: Tensor, p: HeadPlan, dropout: float = 0.0) -> Tensor:
-        x = self.conv(x, p.width, 1, 1).mean((2, 3), keepdim=True)
+    def forward(self, x: Tensor, p: HeadPlan, dropout: float = 0.0, take: Take = view) -> Tensor:
+        x = self.conv(x, p.width, 1, 1, take).mean((2, 3), keepdim=True)
         if self.mix is not None:
-            x = self.mix_act(self.mix(x, p.mix, 1))
+            x = self.mix_act(self.mix(x, p.mix, 1, take=take))
         x = nn.functional.dropout(x.flatten(1), dropout, self.training)
-        return self.classifier(x)
+        return self.classifier(x, take)
 
-    def active_state(self, p: HeadPlan) -> State:
-        weight, bias = self.classifier.active(p.features)
+    def active_state(self, p: HeadPlan, take: Take = view) -> State:
+        weight, bias = self.classifier.active(p.features, take)
         state = {"classifier.weight": weight, "classifier.bias": bias,
-                 **prefixed({"conv": self.conv.active_state(p.in_ch, p.width, 1)})}
+                 **prefixed({"conv": self.conv.active_state(p.in_ch, p.width, 1, take)})}
         if self.mix is not None:
-            state["mix.weight"] = self.mix.active(p.width, p.mix, 1)[0]
+            state["mix.weight"] = self.mix.active(p.width, p.mix, 1, take)[0]
         return state
 
 

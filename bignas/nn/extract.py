@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from bignas.nn.blocks import prefixed
 from bignas.nn.static import StaticNet
 from bignas.nn.supernet import Supernet
 from bignas.space import Child, plan
@@ -19,10 +18,7 @@ def extract(supernet: Supernet, child: Child, resolution: int | None = None) -> 
     child at that size. It is in the supernet's train/eval mode and on its device.
     """
     net = plan(supernet.space, child, resolution)
-    state = prefixed({"stem": supernet.stem.active_state(net.stem.in_ch, net.stem.out_ch, net.stem.kernel),
-                      "head": supernet.head.active_state(net.head)})
-    for i, b in enumerate(net.blocks):
-        state.update(prefixed({f"blocks.{i}": supernet.stages[b.stage][b.index].active_state(b)}))
+    state = supernet.active_state(net)
     device = next(supernet.parameters()).device
     static = StaticNet(net).to(device)
     static.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)

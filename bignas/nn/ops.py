@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -15,52 +17,89 @@ def make_act(name: str | None) -> nn.Module:
     return acts[name]()
 
 
-def take(t: Tensor, n: int, dim: int = 0) -> Tensor:
-    """The first `n` entries of `t` along `dim` as a view (BN running statistics updated in
-    place land in the full buffers); `t` itself when nothing is cut. For the small vectors this
-    serves (BN affine, biases, the classifier's columns), a view costs less than a copy."""
-    return t if t.shape[dim] == n else t.narrow(dim, 0, n)
+Index = tuple[slice, ...]
+Take = Callable[[Tensor, Index], Tensor]
 
 
-class _Slice(torch.autograd.Function):
-    """`param[index]` as one contiguous copy, whose gradient is added straight into the slice of
-    `param.grad` it came from.
-
-    Plain slicing would hand autograd a zero-filled gradient of the full parameter for every
-    child in backward: for a small child of a large supernet that costs more than the child's
-    own convolutions. Adding in place into `param.grad` (created once, and kept by the trainer's
-    `zero_grad(set_to_none=False)`) costs only the slice. The parameter itself therefore gets no
-    autograd gradient from this node, which is why data parallelism all-reduces `.grad` after
-    backward (bignas.train.distributed) instead of relying on DDP's autograd hooks.
-    """
-
-    @staticmethod
-    def forward(ctx, param: Tensor, index: tuple[slice, ...]) -> Tensor:
-        ctx.param, ctx.index = param, index
-        return param[index].contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        param = ctx.param
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-        param.grad[ctx.index] += grad
-        return None, None
+def view(t: Tensor, index: Index) -> Tensor:
+    """`t[index]`, a view: for extraction, for passes without gradients, and for the BN running
+    statistics, whose in-place updates must land in the full buffers."""
+    return t[index]
 
 
-def slice_weight(w: Tensor, out_ch: int, in_ch: int, kernel: int) -> Tensor:
-    """The first `out_ch` x `in_ch` filters of a conv weight, centre `kernel` x `kernel` taps."""
-    if w.shape[:3] == (out_ch, in_ch, kernel):
-        return w
-    start = (w.shape[-1] - kernel) // 2
-    index = (slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel), slice(start, start + kernel))
-    return _Slice.apply(w, index) if w.requires_grad else w[index]
+def first(n: int, dim: int = 0) -> Index:
+    """The index of the first `n` entries along `dim`."""
+    return (slice(None),) * dim + (slice(0, n),)
+
+
+def conv_index(shape: torch.Size, out_ch: int, in_ch: int, kernel: int) -> Index | None:
+    """The first `out_ch` x `in_ch` filters and centre `kernel` x `kernel` taps of a conv weight
+    of `shape`; None when that is the whole weight (BigNAS: smaller kernels share the centre)."""
+    if tuple(shape[:3]) == (out_ch, in_ch, kernel):
+        return None
+    start = (shape[-1] - kernel) // 2
+    return slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel), slice(start, start + kernel)
 
 
 def centre_crop(w: Tensor, kernel: int) -> Tensor:
-    """Centre `kernel` x `kernel` taps of a conv weight (BigNAS: smaller kernels share the centre)."""
+    """Centre `kernel` x `kernel` taps of a conv weight."""
     start = (w.shape[-1] - kernel) // 2
     return w if start == 0 else w[:, :, start:start + kernel, start:start + kernel]
+
+
+class _Gather(torch.autograd.Function):
+    """Every `param[index]` of one pass as contiguous copies, in one autograd node whose backward
+    adds each slice's gradient straight into the slice of `param.grad` it came from."""
+
+    @staticmethod
+    def forward(ctx, slices: list[tuple[Tensor, Index]], *params: Tensor) -> tuple[Tensor, ...]:
+        ctx.slices = slices
+        return tuple(param[index].contiguous() for param, index in slices)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        for (param, index), grad in zip(ctx.slices, grads):
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            param.grad[index].add_(grad)
+        return (None,) * (1 + len(grads))
+
+
+class SliceBatch:
+    """The sliced parameters of one training pass of a child, made by one autograd node.
+
+    A child uses slices of the supernet's weights. Plain slicing would hand autograd a
+    zero-filled gradient of the full parameter per slice, and one autograd node per slice costs
+    a Python call each in backward: for a small child of a large supernet, either costs more
+    than the child's own convolutions. So the supernet first records every (parameter, index) a
+    pass will take, `gather` copies them all in one node, and the pass then looks them up.
+
+    That node adds gradients into `param.grad` in place (created once, and kept by the trainer's
+    `zero_grad(set_to_none=False)`): the parameters get no autograd gradient of their own, which
+    is why data parallelism all-reduces `.grad` after backward (bignas.train.distributed)
+    instead of relying on DDP's autograd hooks.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[Tensor, Index] = {}
+        self._sliced: dict[Tensor, Tensor] = {}
+
+    def record(self, t: Tensor, index: Index) -> Tensor:
+        """A `Take` that notes which parameters a pass slices; buffers stay views."""
+        if t.requires_grad:
+            self._index[t] = index
+        return t
+
+    def gather(self) -> None:
+        params = list(self._index)
+        if params:
+            copies = _Gather.apply([(p, self._index[p]) for p in params], *params)
+            self._sliced = dict(zip(params, copies))
+
+    def __call__(self, t: Tensor, index: Index) -> Tensor:
+        """A `Take` returning the gathered copy of a recorded parameter, else a view."""
+        sliced = self._sliced.get(t)
+        return t[index] if sliced is None else sliced
 
 
 class ElasticConv2d(nn.Module):
@@ -76,14 +115,17 @@ class ElasticConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
-    def active(self, in_ch: int, out_ch: int, kernel: int) -> tuple[Tensor, Tensor | None]:
-        w = slice_weight(self.weight, out_ch, 1 if self.depthwise else in_ch, kernel)
-        bias = None if self.bias is None else take(self.bias, out_ch)
+    def active(self, in_ch: int, out_ch: int, kernel: int, take: Take = view) -> tuple[Tensor, Tensor | None]:
+        index = conv_index(self.weight.shape, out_ch, 1 if self.depthwise else in_ch, kernel)
+        w = self.weight if index is None else take(self.weight, index)
+        bias = self.bias
+        if bias is not None and out_ch < bias.shape[0]:
+            bias = take(bias, first(out_ch))
         return w, bias
 
-    def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1) -> Tensor:
+    def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1, take: Take = view) -> Tensor:
         in_ch = x.shape[1]
-        w, b = self.active(in_ch, in_ch if self.depthwise else out_ch, kernel)
+        w, b = self.active(in_ch, in_ch if self.depthwise else out_ch, kernel, take)
         return F.conv2d(x, w, b, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
 
 
@@ -99,12 +141,15 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         super().__init__(num_features)
         self.process_group = None
 
-    def active(self, channels: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return (take(self.weight, channels), take(self.bias, channels),
-                take(self.running_mean, channels), take(self.running_var, channels))
+    def active(self, channels: int, take: Take = view) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if channels == self.num_features:
+            return self.weight, self.bias, self.running_mean, self.running_var
+        index = first(channels)
+        return (take(self.weight, index), take(self.bias, index),
+                view(self.running_mean, index), view(self.running_var, index))
 
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias, mean, var = self.active(x.shape[1])
+    def forward(self, x: Tensor, take: Take = view) -> Tensor:
+        weight, bias, mean, var = self.active(x.shape[1], take)
         factor = 0.0
         if self.training:
             self.num_batches_tracked.add_(1)
@@ -145,8 +190,10 @@ class ElasticLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         nn.init.normal_(self.weight, 0.0, 0.01)
 
-    def active(self, in_features: int) -> tuple[Tensor, Tensor]:
-        return take(self.weight, in_features, dim=1), self.bias
+    def active(self, in_features: int, take: Take = view) -> tuple[Tensor, Tensor]:
+        if in_features == self.weight.shape[1]:
+            return self.weight, self.bias
+        return take(self.weight, first(in_features, dim=1)), self.bias
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, *self.active(x.shape[1]))
+    def forward(self, x: Tensor, take: Take = view) -> Tensor:
+        return F.linear(x, *self.active(x.shape[1], take))

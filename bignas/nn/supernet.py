@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import Tensor, nn
 
-from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem
-from bignas.space import Child, SearchSpace, plan
+from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem, State, prefixed
+from bignas.nn.ops import SliceBatch, Take, view
+from bignas.space import Child, Plan, SearchSpace, plan
 
 
 class Supernet(nn.Module):
@@ -38,7 +40,20 @@ class Supernet(nn.Module):
         """Logits of `child` on `x`. Dropout and drop-connect are for the largest child only
         (BigNAS Sec. 3.1); drop-connect grows linearly with depth, as in EfficientNet."""
         net = plan(self.space, child, resolution=x.shape[-1])
-        x = self.stem(x, net.stem)
+        take: Take = view
+        if torch.is_grad_enabled():
+            take = SliceBatch()
+            self.active_state(net, take.record)
+            take.gather()
+        x = self.stem(x, net.stem, take)
         for i, b in enumerate(net.blocks):
-            x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks))
-        return self.head(x, net.head, dropout)
+            x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks), take)
+        return self.head(x, net.head, dropout, take)
+
+    def active_state(self, net: Plan, take: Take = view) -> State:
+        """The weights plan `net` uses, keyed as the state dict of its `StaticNet`."""
+        state = prefixed({"stem": self.stem.active_state(net.stem.in_ch, net.stem.out_ch, net.stem.kernel, take),
+                          "head": self.head.active_state(net.head, take)})
+        for i, b in enumerate(net.blocks):
+            state.update(prefixed({f"blocks.{i}": self.stages[b.stage][b.index].active_state(b, take)}))
+        return state

@@ -138,7 +138,7 @@ class Recipe:
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
-                # Gradients stay allocated: sliced weights add into them in place (nn.ops._Slice).
+                # Gradients stay allocated: sliced weights add into them in place (nn.ops.SliceBatch).
                 self.optimizer.zero_grad(set_to_none=False)
                 parts = sandwich_backward(
                     self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
