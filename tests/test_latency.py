@@ -96,6 +96,8 @@ def test_profile_refusals(tmp_path):
         load_profile(write(tmp_path / "foo.yaml", FAST_PROFILE.replace("CPUExecutionProvider", "FooProvider")))
     with pytest.raises(ProfileError, match=r"field 'batch' must be an integer >= 1"):
         load_profile(write(tmp_path / "b.yaml", FAST_PROFILE.replace("batch: 1", "batch: 0")))
+    with pytest.raises(ProfileError, match=r"field 'session_config' must be a mapping"):
+        load_profile(write(tmp_path / "s.yaml", FAST_PROFILE + "session_config: [1, 2]\n"))
 
 
 def test_profile_onnx_runtime_rejects(tmp_path):
@@ -108,6 +110,13 @@ def test_profile_onnx_runtime_rejects(tmp_path):
                              + "affinity: '1;2'\n"))
     with pytest.raises(ProfileError, match=r"aff\.yaml: field 'affinity': ONNX Runtime rejects it"):
         open_session(bad, reference)
+    bad = load_profile(write(tmp_path / "conf.yaml", FAST_PROFILE.replace("intra_op_threads: 1", "intra_op_threads: 2")
+                             + "session_config: {session.intra_op_thread_affinities: 'zz'}\n"))
+    with pytest.raises(ProfileError, match=r"conf\.yaml: field 'session_config': ONNX Runtime rejects it"):
+        open_session(bad, reference)
+    spin = load_profile(ROOT / "profiles" / "cpu-2t.yaml")
+    assert spin.session_config == {"session.intra_op.allow_spinning": "0"}
+    open_session(spin, reference)
     cuda = load_profile(ROOT / "profiles" / "cuda.yaml")
     import onnxruntime as ort
     if cuda.provider not in ort.get_available_providers():  # never silently fall back to the CPU

@@ -22,7 +22,7 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}
 
 
-def session_options(profile: DeviceProfile, affinity: bool = True):
+def session_options(profile: DeviceProfile, affinity: bool = True, config: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -33,6 +33,9 @@ def session_options(profile: DeviceProfile, affinity: bool = True):
     so.log_severity_level = 3  # errors only: ORT's warnings would interleave with the progress line
     if affinity and profile.affinity is not None:
         so.add_session_config_entry("session.intra_op_thread_affinities", profile.affinity)
+    if config:
+        for key, value in profile.session_config.items():
+            so.add_session_config_entry(key, value)
     return so
 
 
@@ -45,7 +48,7 @@ def open_session(profile: DeviceProfile, model: str | Path):
         raise ProfileError(f"{profile.source}: field 'provider': '{profile.provider}' is not available "
                            f"in this ONNX Runtime build (available: {available})")
     try:
-        session = _session(profile, model, affinity=True, options=True)
+        session = _session(profile, model, affinity=True, options=True, config=True)
     except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
         raise ProfileError(f"{profile.source}: field '{_culprit(profile, model)}': ONNX Runtime rejects "
                            f"it: {str(e).strip().splitlines()[0]}") from None
@@ -55,20 +58,22 @@ def open_session(profile: DeviceProfile, model: str | Path):
     return session
 
 
-def _session(profile: DeviceProfile, model: str | Path, affinity: bool, options: bool):
+def _session(profile: DeviceProfile, model: str | Path, affinity: bool, options: bool, config: bool):
     import onnxruntime as ort
 
     provider = (profile.provider, profile.provider_options if options else {})
     with quiet():  # a failing provider prints its fallback attempt on stdout
-        return ort.InferenceSession(str(model), session_options(profile, affinity), providers=[provider])
+        return ort.InferenceSession(str(model), session_options(profile, affinity, config), providers=[provider])
 
 
 def _culprit(profile: DeviceProfile, model: str | Path) -> str:
     """Which profile field ORT rejects: add the optional settings back one at a time."""
-    for affinity, options, blame in ((False, False, "intra_op_threads"), (True, False, "affinity"),
-                                     (True, True, "provider_options")):
+    for affinity, options, config, blame in ((False, False, False, "intra_op_threads"),
+                                             (True, False, False, "affinity"),
+                                             (True, True, False, "provider_options"),
+                                             (True, True, True, "session_config")):
         try:
-            _session(profile, model, affinity, options)
+            _session(profile, model, affinity, options, config)
         except Exception:
             return blame
     return "provider"

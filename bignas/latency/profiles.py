@@ -34,6 +34,8 @@ class DeviceProfile:
     warmup: int = 10
     repeats: int = 50
     affinity: str | None = None  # ONNX Runtime's session.intra_op_thread_affinities, e.g. "2;3"
+    # More ONNX Runtime session config entries, e.g. {"session.intra_op.allow_spinning": "0"}.
+    session_config: dict[str, str] = field(default_factory=dict)
     description: str = ""
     source: str = field(default="profile", compare=False)  # where it was read from, for messages
 
@@ -73,10 +75,13 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
         check("description", isinstance(data["description"], str), "a string")
     options = data.get("provider_options", {}) or {}
     check("provider_options", isinstance(options, dict), "a mapping of option names to values")
+    config = data.get("session_config", {}) or {}
+    check("session_config", isinstance(config, dict), "a mapping of ONNX Runtime session config keys to values")
     if data["provider"] not in ort.get_all_providers():
         raise ProfileError(f"{source}: field 'provider': unknown ONNX Runtime execution provider "
                            f"'{data['provider']}' (known: {ort.get_all_providers()})")
-    values = {**data, "provider_options": {str(k): str(v) for k, v in options.items()}}
+    values = {**data, "provider_options": {str(k): str(v) for k, v in options.items()},
+              "session_config": {str(k): str(v) for k, v in config.items()}}
     return DeviceProfile(**values, source=source)
 
 

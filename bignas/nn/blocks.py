@@ -43,8 +43,8 @@ class ElasticSE(nn.Module):
         self.gate = make_act(gate)
 
     def forward(self, x: Tensor, mid: int, take: Take = view) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.expand(self.act(self.reduce(s, mid, 1, take=take)), x.shape[1], 1, take=take))
+        s = self.act(self.reduce(x.mean((2, 3), keepdim=True), mid, 1, take=take))
+        return x * self.gate(self.expand(s, x.shape[1], 1, take=take))
 
     def active_state(self, channels: int, mid: int, take: Take = view) -> State:
         rw, rb = self.reduce.active(channels, mid, 1, take)

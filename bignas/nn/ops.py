@@ -27,9 +27,9 @@ def view(t: Tensor, index: Index) -> Tensor:
     return t[index]
 
 
-def first(n: int, dim: int = 0) -> Index:
-    """The index of the first `n` entries along `dim`."""
-    return (slice(None),) * dim + (slice(0, n),)
+def first(t: Tensor, n: int, take: Take = view, dim: int = 0) -> Tensor:
+    """The first `n` entries of `t` along `dim`, taken with `take`; `t` itself when that is all."""
+    return t if t.shape[dim] == n else take(t, (slice(None),) * dim + (slice(0, n),))
 
 
 def conv_index(shape: torch.Size, out_ch: int, in_ch: int, kernel: int) -> Index | None:
@@ -41,15 +41,10 @@ def conv_index(shape: torch.Size, out_ch: int, in_ch: int, kernel: int) -> Index
     return slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel), slice(start, start + kernel)
 
 
-def centre_crop(w: Tensor, kernel: int) -> Tensor:
-    """Centre `kernel` x `kernel` taps of a conv weight."""
-    start = (w.shape[-1] - kernel) // 2
-    return w if start == 0 else w[:, :, start:start + kernel, start:start + kernel]
-
-
 class _Gather(torch.autograd.Function):
-    """Every `param[index]` of one pass as contiguous copies, in one autograd node whose backward
-    adds each slice's gradient straight into the slice of `param.grad` it came from."""
+    """Every `param[index]` of one pass, made contiguous (a copy, or the view itself where the
+    slice already is), in one autograd node whose backward adds each slice's gradient straight
+    into the slice of `param.grad` it came from."""
 
     @staticmethod
     def forward(ctx, slices: list[tuple[Tensor, Index]], *params: Tensor) -> tuple[Tensor, ...]:
@@ -72,7 +67,8 @@ class SliceBatch:
     zero-filled gradient of the full parameter per slice, and one autograd node per slice costs
     a Python call each in backward: for a small child of a large supernet, either costs more
     than the child's own convolutions. So the supernet first records every (parameter, index) a
-    pass will take, `gather` copies them all in one node, and the pass then looks them up.
+    pass will take (`record`), `gather` makes them all in one node, and the pass then looks
+    them up (calling the batch as its `Take`).
 
     That node adds gradients into `param.grad` in place (created once, and kept by the trainer's
     `zero_grad(set_to_none=False)`): the parameters get no autograd gradient of their own, which
@@ -85,21 +81,29 @@ class SliceBatch:
         self._sliced: dict[Tensor, Tensor] = {}
 
     def record(self, t: Tensor, index: Index) -> Tensor:
-        """A `Take` that notes which parameters a pass slices; buffers stay views."""
-        if t.requires_grad:
-            self._index[t] = index
+        """A `Take` noting the index of each sliced parameter that needs a gradient. It returns
+        `t` uncut: the state a recording pass builds is not to be read."""
+        if t.requires_grad and self._index.setdefault(t, index) != index:
+            raise RuntimeError(f"a parameter of shape {tuple(t.shape)} is sliced twice in one pass: "
+                               f"{self._index[t]} and {index}")
         return t
 
     def gather(self) -> None:
+        """Make every recorded slice, in one autograd node."""
         params = list(self._index)
         if params:
-            copies = _Gather.apply([(p, self._index[p]) for p in params], *params)
-            self._sliced = dict(zip(params, copies))
+            sliced = _Gather.apply([(p, self._index[p]) for p in params], *params)
+            self._sliced = dict(zip(params, sliced))
 
     def __call__(self, t: Tensor, index: Index) -> Tensor:
-        """A `Take` returning the gathered copy of a recorded parameter, else a view."""
-        sliced = self._sliced.get(t)
-        return t[index] if sliced is None else sliced
+        """A `Take` returning the gathered slice of a parameter; a view of anything without a
+        gradient. A parameter asked for with another index than recorded is a bug: refused."""
+        if not t.requires_grad:
+            return t[index]
+        if self._index.get(t) != index:
+            raise RuntimeError(f"a parameter of shape {tuple(t.shape)} is sliced as {index} but was "
+                               f"recorded as {self._index.get(t)} (forward and active_state disagree)")
+        return self._sliced[t]
 
 
 class ElasticConv2d(nn.Module):
@@ -118,10 +122,7 @@ class ElasticConv2d(nn.Module):
     def active(self, in_ch: int, out_ch: int, kernel: int, take: Take = view) -> tuple[Tensor, Tensor | None]:
         index = conv_index(self.weight.shape, out_ch, 1 if self.depthwise else in_ch, kernel)
         w = self.weight if index is None else take(self.weight, index)
-        bias = self.bias
-        if bias is not None and out_ch < bias.shape[0]:
-            bias = take(bias, first(out_ch))
-        return w, bias
+        return w, None if self.bias is None else first(self.bias, out_ch, take)
 
     def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1, take: Take = view) -> Tensor:
         in_ch = x.shape[1]
@@ -142,11 +143,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         self.process_group = None
 
     def active(self, channels: int, take: Take = view) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        if channels == self.num_features:
-            return self.weight, self.bias, self.running_mean, self.running_var
-        index = first(channels)
-        return (take(self.weight, index), take(self.bias, index),
-                view(self.running_mean, index), view(self.running_var, index))
+        return (first(self.weight, channels, take), first(self.bias, channels, take),
+                first(self.running_mean, channels), first(self.running_var, channels))
 
     def forward(self, x: Tensor, take: Take = view) -> Tensor:
         weight, bias, mean, var = self.active(x.shape[1], take)
@@ -191,9 +189,7 @@ class ElasticLinear(nn.Module):
         nn.init.normal_(self.weight, 0.0, 0.01)
 
     def active(self, in_features: int, take: Take = view) -> tuple[Tensor, Tensor]:
-        if in_features == self.weight.shape[1]:
-            return self.weight, self.bias
-        return take(self.weight, first(in_features, dim=1)), self.bias
+        return first(self.weight, in_features, take, dim=1), self.bias
 
     def forward(self, x: Tensor, take: Take = view) -> Tensor:
         return F.linear(x, *self.active(x.shape[1], take))

@@ -42,9 +42,11 @@ class Supernet(nn.Module):
         net = plan(self.space, child, resolution=x.shape[-1])
         take: Take = view
         if torch.is_grad_enabled():
-            take = SliceBatch()
-            self.active_state(net, take.record)
-            take.gather()
+            # Every sliced weight of this pass made by one autograd node (see ops.SliceBatch).
+            batch = SliceBatch()
+            self.active_state(net, batch.record)
+            batch.gather()
+            take = batch
         x = self.stem(x, net.stem, take)
         for i, b in enumerate(net.blocks):
             x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks), take)
