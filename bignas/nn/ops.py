@@ -22,8 +22,9 @@ Take = Callable[[Tensor, Index], Tensor]
 
 
 def view(t: Tensor, index: Index) -> Tensor:
-    """`t[index]`, a view: for extraction, for passes without gradients, and for the BN running
-    statistics, whose in-place updates must land in the full buffers."""
+    """`t[index]`, a view: the `Take` of extraction and of passes without gradients. Every `Take`
+    returns a view for a tensor without gradient: the BN running statistics are updated in place,
+    and the update must land in the full buffers."""
     return t[index]
 
 
@@ -144,7 +145,7 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
 
     def active(self, channels: int, take: Take = view) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (first(self.weight, channels, take), first(self.bias, channels, take),
-                first(self.running_mean, channels), first(self.running_var, channels))
+                first(self.running_mean, channels, take), first(self.running_var, channels, take))
 
     def forward(self, x: Tensor, take: Take = view) -> Tensor:
         weight, bias, mean, var = self.active(x.shape[1], take)
