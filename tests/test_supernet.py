@@ -65,7 +65,7 @@ def test_every_parameter_gets_a_gradient_under_the_largest_child(space_name):
 
 
 def test_supernet_gradients_equal_the_extracted_childs(space_name):
-    """Sliced weights add their gradients straight into `.grad` (ops.SliceBatch): each slice must get
+    """Sliced weights add their gradients straight into `.grad` (ops.GradSlices): each slice must get
     exactly the static child's gradient, accumulate over backward passes, and nothing else."""
     net = copy.deepcopy(random_supernet(space_name))
     gen = torch.Generator().manual_seed(4)
@@ -75,7 +75,7 @@ def test_supernet_gradients_equal_the_extracted_childs(space_name):
         static = extract(net, child, r)
         net.zero_grad(set_to_none=True)
         for _ in range(2):  # the second backward accumulates into the first's gradients
-            out = net(x, child)  # with gradients: the gathered slices (ops.SliceBatch)
+            out = net(x, child)  # with gradients: the gradient leaves (ops.GradSlices)
             torch.testing.assert_close(out, static(x), atol=1e-5, rtol=0)
             out.logsumexp(1).sum().backward()
         static(x).logsumexp(1).sum().backward()
@@ -88,6 +88,46 @@ def test_supernet_gradients_equal_the_extracted_childs(space_name):
             torch.testing.assert_close(sliced[name], 2 * p.grad, atol=1e-5, rtol=1e-4)
         total = sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None)
         torch.testing.assert_close(total, 2 * sum(p.grad.abs().sum() for p in static.parameters()), rtol=1e-4, atol=0)
+
+
+def test_gradient_leaves_are_reused_and_follow_moved_storage():
+    """GradSlices keeps each slice's leaf from pass to pass, across optimizer steps. A parameter
+    or gradient moved to new storage must not leave a stale leaf behind: output and gradients
+    equal those of a fresh copy, which has no leaves yet."""
+    net = make_random_supernet("cifar-small").train()
+    child = net.space.min()
+    x = torch.randn(2, 3, 28, 28)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    w = net.stages[1][0].project.conv.weight  # sliced by the smallest child (width 32 of 40)
+
+    def step(model):
+        model.zero_grad(set_to_none=False)
+        out = model(x, child)
+        out.logsumexp(1).sum().backward()
+        return out.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    def leaves():
+        return {id(leaf) for _, known in net._grad_slices._leaves.values() for _, leaf in known}
+
+    def check():
+        want = step(copy.deepcopy(net))
+        got = step(net)
+        torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+        for g, v in zip(got[1], want[1]):
+            torch.testing.assert_close(g, v, atol=0, rtol=0)
+
+    step(net)
+    optimizer.step()
+    made = leaves()
+    check()
+    assert leaves() == made and len(made) > 10  # reused, not made again
+    w.data = w.data * 1.5  # the parameter alone moves: a stale leaf would see the old values
+    check()
+    w.grad = w.grad.clone()  # the gradient alone moves: a stale leaf would add into the old one
+    check()
+    net.to(torch.float64)  # both move
+    x = x.double()
+    check()
 
 
 def test_smaller_child_leaves_unused_weights_without_gradient():

@@ -1,7 +1,7 @@
 """Elastic building blocks. Each block runs a `BlockPlan` (or stem / head plan) and can hand the
 weights of that plan over as the state dict of the matching static module in `static.py`.
-`take` (see `ops.Take`) is how sliced parameters are made: views by default, or the gathered
-copies of a training pass (`ops.SliceBatch`)."""
+`take` (see `ops.Take`) is how `forward` makes sliced parameters: views by default, or the
+gradient leaves of a training pass (`ops.GradSlices`)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ class ElasticConvBN(nn.Module):
     def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int, take: Take = view) -> Tensor:
         return self.act(self.bn(self.conv(x, out_ch, kernel, stride, take), take))
 
-    def active_state(self, in_ch: int, out_ch: int, kernel: int, take: Take = view) -> State:
-        w, _ = self.conv.active(in_ch, out_ch, kernel, take)
-        weight, bias, mean, var = self.bn.active(out_ch, take)
+    def active_state(self, in_ch: int, out_ch: int, kernel: int) -> State:
+        w, _ = self.conv.active(in_ch, out_ch, kernel)
+        weight, bias, mean, var = self.bn.active(out_ch)
         return {"conv.weight": w, "bn.weight": weight, "bn.bias": bias, "bn.running_mean": mean,
                 "bn.running_var": var, "bn.num_batches_tracked": self.bn.num_batches_tracked}
 
@@ -46,9 +46,9 @@ class ElasticSE(nn.Module):
         s = self.act(self.reduce(x.mean((2, 3), keepdim=True), mid, 1, take=take))
         return x * self.gate(self.expand(s, x.shape[1], 1, take=take))
 
-    def active_state(self, channels: int, mid: int, take: Take = view) -> State:
-        rw, rb = self.reduce.active(channels, mid, 1, take)
-        ew, eb = self.expand.active(mid, channels, 1, take)
+    def active_state(self, channels: int, mid: int) -> State:
+        rw, rb = self.reduce.active(channels, mid, 1)
+        ew, eb = self.expand.active(mid, channels, 1)
         return {"reduce.weight": rw, "reduce.bias": rb, "expand.weight": ew, "expand.bias": eb}
 
 
@@ -73,13 +73,13 @@ class ElasticMBConv(nn.Module):
             h = drop_path(h, drop_connect, self.training) + x
         return h
 
-    def active_state(self, p: BlockPlan, take: Take = view) -> State:
-        parts = {"dw": self.dw.active_state(p.mid_ch, p.mid_ch, p.kernel, take),
-                 "project": self.project.active_state(p.mid_ch, p.out_ch, 1, take)}
+    def active_state(self, p: BlockPlan) -> State:
+        parts = {"dw": self.dw.active_state(p.mid_ch, p.mid_ch, p.kernel),
+                 "project": self.project.active_state(p.mid_ch, p.out_ch, 1)}
         if self.expand is not None:
-            parts["expand"] = self.expand.active_state(p.in_ch, p.mid_ch, 1, take)
+            parts["expand"] = self.expand.active_state(p.in_ch, p.mid_ch, 1)
         if self.se is not None:
-            parts["se"] = self.se.active_state(p.mid_ch, p.se_mid, take)
+            parts["se"] = self.se.active_state(p.mid_ch, p.se_mid)
         return prefixed(parts)
 
 
@@ -109,12 +109,12 @@ class ElasticHead(nn.Module):
         x = nn.functional.dropout(x.flatten(1), dropout, self.training)
         return self.classifier(x, take)
 
-    def active_state(self, p: HeadPlan, take: Take = view) -> State:
-        weight, bias = self.classifier.active(p.features, take)
+    def active_state(self, p: HeadPlan) -> State:
+        weight, bias = self.classifier.active(p.features)
         state = {"classifier.weight": weight, "classifier.bias": bias,
-                 **prefixed({"conv": self.conv.active_state(p.in_ch, p.width, 1, take)})}
+                 **prefixed({"conv": self.conv.active_state(p.in_ch, p.width, 1)})}
         if self.mix is not None:
-            state["mix.weight"] = self.mix.active(p.width, p.mix, 1, take)[0]
+            state["mix.weight"] = self.mix.active(p.width, p.mix, 1)[0]
         return state
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import warnings
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,69 +44,64 @@ def conv_index(shape: torch.Size, out_ch: int, in_ch: int, kernel: int) -> Index
     return slice(0, out_ch), slice(0, in_ch), slice(start, start + kernel), slice(start, start + kernel)
 
 
-class _Gather(torch.autograd.Function):
-    """Every `param[index]` of one pass, made contiguous (a copy, or the view itself where the
-    slice already is), in one autograd node whose backward adds each slice's gradient straight
-    into the slice of `param.grad` it came from."""
+class GradSlices:
+    """The `Take` of passes with gradients: `t[index]` as a leaf of its own, whose gradient
+    autograd adds straight into `t.grad[index]`. One per supernet.
 
-    @staticmethod
-    def forward(ctx, slices: list[tuple[Tensor, Index]], *params: Tensor) -> tuple[Tensor, ...]:
-        ctx.slices = slices
-        return tuple(param[index].contiguous() for param, index in slices)
+    A child uses slices of the supernet's weights. Plain slicing would have autograd build a
+    zero-filled gradient of the full parameter for every slice, and an autograd node of our own
+    per slice costs a Python call each in backward: for a small child of a large supernet, either
+    costs more than the child's own convolutions. A leaf whose `.grad` already is a view of the
+    parameter's gradient costs neither: autograd adds into an existing `.grad` in place, in C++.
+    So the parameters get no autograd gradient of their own: `torch.autograd.grad` does not see
+    sliced weights, and data parallelism all-reduces `.grad` after backward
+    (bignas.train.distributed) instead of relying on DDP's autograd hooks.
 
-    @staticmethod
-    def backward(ctx, *grads: Tensor):
-        for (param, index), grad in zip(ctx.slices, grads):
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            param.grad[index].add_(grad)
-        return (None,) * (1 + len(grads))
+    That holds under two conditions, which the trainer keeps and other callers must keep too,
+    or sliced weights silently lose their gradients: `.grad` stays the same tensor from forward
+    to backward (zero it before the forward, with `set_to_none=False` if between, as
+    `bignas.train` does), and backward runs without `create_graph`.
 
-
-class SliceBatch:
-    """The sliced parameters of one training pass of a child, made by one autograd node.
-
-    A child uses slices of the supernet's weights. Plain slicing would hand autograd a
-    zero-filled gradient of the full parameter per slice, and one autograd node per slice costs
-    a Python call each in backward: for a small child of a large supernet, either costs more
-    than the child's own convolutions. So the supernet first records every (parameter, index) a
-    pass will take (`record`), `gather` makes them all in one node, and the pass then looks
-    them up (calling the batch as its `Take`).
-
-    That node adds gradients into `param.grad` in place (created once, and kept by the trainer's
-    `zero_grad(set_to_none=False)`): the parameters get no autograd gradient of their own, which
-    is why data parallelism all-reduces `.grad` after backward (bignas.train.distributed)
-    instead of relying on DDP's autograd hooks.
+    A leaf is a view of its parameter, so it stays valid from pass to pass: leaves are kept (a
+    child's slices recur, the largest and smallest child every step). When the parameter or its
+    gradient moves to new storage (`Module.to`, `zero_grad(set_to_none=True)`, `.data = `), all
+    of that parameter's leaves are dropped and made again. A copy of the supernet starts afresh.
     """
 
     def __init__(self) -> None:
-        self._index: dict[Tensor, Index] = {}
-        self._sliced: dict[Tensor, Tensor] = {}
+        # parameter (tensors hash by identity) -> (where it and its gradient are stored, [(index, leaf)])
+        self._leaves: dict[Tensor, tuple[tuple[int, int], list[tuple[Index, Tensor]]]] = {}
 
-    def record(self, t: Tensor, index: Index) -> Tensor:
-        """A `Take` noting the index of each sliced parameter that needs a gradient. It returns
-        `t` uncut: the state a recording pass builds is not to be read."""
-        if t.requires_grad and self._index.setdefault(t, index) != index:
-            raise RuntimeError(f"a parameter of shape {tuple(t.shape)} is sliced twice in one pass: "
-                               f"{self._index[t]} and {index}")
-        return t
-
-    def gather(self) -> None:
-        """Make every recorded slice, in one autograd node."""
-        params = list(self._index)
-        if params:
-            sliced = _Gather.apply([(p, self._index[p]) for p in params], *params)
-            self._sliced = dict(zip(params, sliced))
+    def __deepcopy__(self, memo: dict) -> GradSlices:
+        return GradSlices()  # leaves of the original's parameters are no use to a copy
 
     def __call__(self, t: Tensor, index: Index) -> Tensor:
-        """A `Take` returning the gathered slice of a parameter; a view of anything without a
-        gradient. A parameter asked for with another index than recorded is a bug: refused."""
         if not t.requires_grad:
             return t[index]
-        if self._index.get(t) != index:
-            raise RuntimeError(f"a parameter of shape {tuple(t.shape)} is sliced as {index} but was "
-                               f"recorded as {self._index.get(t)} (forward and active_state disagree)")
-        return self._sliced[t]
+        grad = t.grad
+        if grad is None:
+            grad = t.grad = torch.zeros_like(t)
+        where = (t.data_ptr(), grad.data_ptr())
+        known = self._leaves.get(t)
+        if known is None or known[0] != where:
+            known = self._leaves[t] = (where, [])
+        for leaf_index, leaf in known[1]:
+            if leaf_index == index:
+                return leaf
+        leaf = t.detach()[index].requires_grad_()
+        leaf.grad = grad[index]
+        known[1].append((index, leaf))
+        return leaf
+
+
+@contextlib.contextmanager
+def strided_grads_ok() -> Iterator[None]:
+    """Silence autograd's one-time hint that a gradient's layout "may impair performance": a
+    `GradSlices` leaf that is a strided slice would like a contiguous gradient, and its gradient
+    is a slice of the parameter's by design. For the backward of a supernet pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        yield
 
 
 class ElasticConv2d(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem, State, prefixed
-from bignas.nn.ops import SliceBatch, Take, view
+from bignas.nn.ops import GradSlices, view
 from bignas.space import Child, Plan, SearchSpace, plan
 
 
@@ -34,28 +34,27 @@ class Supernet(nn.Module):
             for si in range(len(depths))
         )
         self.head = ElasticHead(largest.head)
+        self._grad_slices = GradSlices()
 
     def forward(self, x: Tensor, child: Child, dropout: float = 0.0,
                 drop_connect: float = 0.0) -> Tensor:
         """Logits of `child` on `x`. Dropout and drop-connect are for the largest child only
-        (BigNAS Sec. 3.1); drop-connect grows linearly with depth, as in EfficientNet."""
+        (BigNAS Sec. 3.1); drop-connect grows linearly with depth, as in EfficientNet.
+
+        With gradients on, sliced weights add their gradients straight into `.grad`: keep each
+        `.grad` from forward to backward, and backward without `create_graph` (see
+        `ops.GradSlices`, whose leaves this supernet keeps between passes)."""
         net = plan(self.space, child, resolution=x.shape[-1])
-        take: Take = view
-        if torch.is_grad_enabled():
-            # Every sliced weight of this pass made by one autograd node (see ops.SliceBatch).
-            batch = SliceBatch()
-            self.active_state(net, batch.record)
-            batch.gather()
-            take = batch
+        take = self._grad_slices if torch.is_grad_enabled() else view
         x = self.stem(x, net.stem, take)
         for i, b in enumerate(net.blocks):
             x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks), take)
         return self.head(x, net.head, dropout, take)
 
-    def active_state(self, net: Plan, take: Take = view) -> State:
+    def active_state(self, net: Plan) -> State:
         """The weights plan `net` uses, keyed as the state dict of its `StaticNet`."""
-        state = prefixed({"stem": self.stem.active_state(net.stem.in_ch, net.stem.out_ch, net.stem.kernel, take),
-                          "head": self.head.active_state(net.head, take)})
+        state = prefixed({"stem": self.stem.active_state(net.stem.in_ch, net.stem.out_ch, net.stem.kernel),
+                          "head": self.head.active_state(net.head)})
         for i, b in enumerate(net.blocks):
-            state.update(prefixed({f"blocks.{i}": self.stages[b.stage][b.index].active_state(b, take)}))
+            state.update(prefixed({f"blocks.{i}": self.stages[b.stage][b.index].active_state(b)}))
         return state

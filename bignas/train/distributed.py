@@ -58,7 +58,7 @@ class Distributed:
     def average_gradients(self, model: nn.Module) -> None:
         """All-reduce the gradients once per step, as one flat buffer, after the step's backward.
 
-        Not DDP: sliced weights add their gradients straight into `.grad` (bignas.nn.ops.SliceBatch),
+        Not DDP: sliced weights add their gradients straight into `.grad` (bignas.nn.ops.GradSlices),
         past the autograd hooks DDP listens to. Every parameter has a gradient here, because the
         largest child, run every step, uses them all, so no `find_unused_parameters` is needed.
         The price is no overlap of communication with backward, small next to the four forward

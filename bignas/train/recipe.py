@@ -17,6 +17,7 @@ from bignas.data import derive_seed, load_dataset
 from bignas.errors import BignasError
 from bignas.io import atomic_path, read_json, write_json
 from bignas.nn import Supernet
+from bignas.nn.ops import strided_grads_ok
 from bignas.search.accuracy import evaluate_child
 from bignas.space import load_space, parse_space
 from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -138,12 +139,14 @@ class Recipe:
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
-                # Gradients stay allocated: sliced weights add into them in place (nn.ops.SliceBatch).
+                # Gradients stay allocated from forward to backward: sliced weights add into them in
+                # place (nn.ops.GradSlices).
                 self.optimizer.zero_grad(set_to_none=False)
-                parts = sandwich_backward(
-                    self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
-                    dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-                    distill=cfg.sandwich.distill, autocast=autocast)
+                with strided_grads_ok():
+                    parts = sandwich_backward(
+                        self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
+                        dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
+                        distill=cfg.sandwich.distill, autocast=autocast)
                 self.dist.average_gradients(self.supernet)
                 if cfg.optimizer.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.optimizer.grad_clip)
