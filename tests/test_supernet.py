@@ -130,6 +130,23 @@ def test_gradient_leaves_are_reused_and_follow_moved_storage():
     check()
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")
+def test_backward_that_would_lose_sliced_gradients_is_refused():
+    """Sliced weights add into `.grad` in place: a gradient replaced between forward and backward,
+    or a backward that builds a graph, would lose them silently, so backward refuses."""
+    net = make_random_supernet("cifar-small").train()
+    x = torch.randn(2, 3, 28, 28)
+    out = net(x, net.space.min())
+    net.zero_grad(set_to_none=True)  # the usual optimizer.zero_grad(), but after the forward
+    with pytest.raises(RuntimeError, match="replaced between forward and backward"):
+        out.sum().backward()
+    out = net(x, net.space.min())
+    with pytest.raises(RuntimeError, match="create_graph"):
+        out.sum().backward(create_graph=True)
+    net.zero_grad(set_to_none=False)  # zeroing in place keeps the gradients: allowed
+    out.sum().backward()
+
+
 def test_smaller_child_leaves_unused_weights_without_gradient():
     space = load_space("cifar-small")
     net = make_random_supernet("cifar-small").train()

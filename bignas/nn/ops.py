@@ -57,10 +57,10 @@ class GradSlices:
     sliced weights, and data parallelism all-reduces `.grad` after backward
     (bignas.train.distributed) instead of relying on DDP's autograd hooks.
 
-    That holds under two conditions, which the trainer keeps and other callers must keep too,
-    or sliced weights silently lose their gradients: `.grad` stays the same tensor from forward
-    to backward (zero it before the forward, with `set_to_none=False` if between, as
-    `bignas.train` does), and backward runs without `create_graph`.
+    That holds under two conditions: `.grad` stays the same tensor from forward to backward
+    (zero it before the forward, or with `set_to_none=False`, as `bignas.train` does), and
+    backward runs without `create_graph`. Otherwise sliced weights would lose their gradients
+    silently, so a pass's backward checks both first (`begin` and `guard`) and refuses.
 
     A leaf is a view of its parameter, so it stays valid from pass to pass: leaves are kept (a
     child's slices recur, the largest and smallest child every step). When the parameter or its
@@ -71,6 +71,31 @@ class GradSlices:
     def __init__(self) -> None:
         # parameter (tensors hash by identity) -> (where it and its gradient are stored, [(index, leaf)])
         self._leaves: dict[Tensor, tuple[tuple[int, int], list[tuple[Index, Tensor]]]] = {}
+        self._taken: list[tuple[Tensor, Tensor]] = []  # (parameter, gradient) of the current pass
+
+    def begin(self) -> None:
+        """Start a pass: the slices taken from now on are the ones `guard` checks."""
+        self._taken = []
+
+    def guard(self, out: Tensor) -> None:
+        """Make backward through `out` refuse to run if the gradients of the slices taken since
+        `begin` would be lost: one was replaced after the forward, or `create_graph` is on."""
+        taken = self._taken
+
+        def check(grad: Tensor) -> None:
+            if torch.is_grad_enabled():
+                raise RuntimeError("backward with create_graph through a supernet pass: its sliced "
+                                   "weights add their gradients into .grad in place, which autograd "
+                                   "does not do while building a graph")
+            for t, t_grad in taken:
+                if t.grad is not t_grad:
+                    raise RuntimeError(
+                        f"a gradient of the supernet (parameter of shape {tuple(t.shape)}) was replaced "
+                        "between forward and backward, so this pass's gradients would be lost: zero "
+                        "gradients before the forward, or with zero_grad(set_to_none=False)")
+
+        if out.requires_grad:
+            out.register_hook(check)
 
     def __deepcopy__(self, memo: dict) -> GradSlices:
         return GradSlices()  # leaves of the original's parameters are no use to a copy
@@ -81,6 +106,7 @@ class GradSlices:
         grad = t.grad
         if grad is None:
             grad = t.grad = torch.zeros_like(t)
+        self._taken.append((t, grad))
         where = (t.data_ptr(), grad.data_ptr())
         known = self._leaves.get(t)
         if known is None or known[0] != where:

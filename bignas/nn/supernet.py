@@ -42,14 +42,20 @@ class Supernet(nn.Module):
         (BigNAS Sec. 3.1); drop-connect grows linearly with depth, as in EfficientNet.
 
         With gradients on, sliced weights add their gradients straight into `.grad`: keep each
-        `.grad` from forward to backward, and backward without `create_graph` (see
-        `ops.GradSlices`, whose leaves this supernet keeps between passes)."""
+        `.grad` from forward to backward, and backward without `create_graph`; backward refuses
+        otherwise (see `ops.GradSlices`, whose leaves this supernet keeps between passes)."""
         net = plan(self.space, child, resolution=x.shape[-1])
-        take = self._grad_slices if torch.is_grad_enabled() else view
+        grads = torch.is_grad_enabled()
+        if grads:
+            self._grad_slices.begin()
+        take = self._grad_slices if grads else view
         x = self.stem(x, net.stem, take)
         for i, b in enumerate(net.blocks):
             x = self.stages[b.stage][b.index](x, b, drop_connect * i / len(net.blocks), take)
-        return self.head(x, net.head, dropout, take)
+        out = self.head(x, net.head, dropout, take)
+        if grads:
+            self._grad_slices.guard(out)
+        return out
 
     def active_state(self, net: Plan) -> State:
         """The weights plan `net` uses, keyed as the state dict of its `StaticNet`."""
