@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bignas.data import load_dataset
-    from bignas.search.accuracy import evaluate_child
+    from bignas.evaluate import evaluate_child
     from bignas.train.recipe import load_run
 
     space, config, supernet = load_run(args.run, args.device)

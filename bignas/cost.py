@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bignas.space import BlockPlan, Child, ConvPlan, HeadPlan, Plan, SearchSpace, plan
+from bignas.space import Child, SearchSpace
+from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan, plan
 
 
 @dataclass(frozen=True)

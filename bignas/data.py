@@ -32,6 +32,8 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from bignas.errors import BignasError
+from bignas.seeds import derive_seed
+from bignas.seeds import generator as _generator
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -73,20 +75,6 @@ class Chunk(NamedTuple):
 
 class DataError(BignasError):
     """A dataset spec, path or file that cannot be used; the message names the path."""
-
-
-# ----------------------------------------------------------------------------------------- seeds
-
-
-def derive_seed(*parts: str | int) -> int:
-    """A 63-bit seed that depends only on `parts`: stable across processes, ranks and versions."""
-    # int() so that numpy or tensor integers give the same seed as Python ints
-    key = "/".join(p if isinstance(p, str) else str(int(p)) for p in parts)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
-
-
-def _generator(*parts: str | int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 # ---------------------------------------------------------------------------------------- splits

@@ -5,48 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from bignas.console import quiet
 from bignas.io import atomic_path
-
-OPSET = 18
-
-
-def export_onnx(model: nn.Module, resolution: int, path: str | Path, in_channels: int = 3,
-                dynamic_size: bool = False) -> Path:
-    """Write `model` (eval mode) as ONNX with the modern (torch.export) exporter and a dynamic batch
-    axis; with `dynamic_size`, height and width are dynamic too (one export serves every size)."""
-    model = model.eval()
-    example = torch.randn(2, in_channels, resolution, resolution)
-    axes = {0: torch.export.Dim("batch", min=1, max=4096)}
-    if dynamic_size:
-        size = torch.export.Dim("size", min=2, max=4096)
-        axes.update({2: size, 3: size})
-    with atomic_path(path) as tmp, quiet():
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
-                                    input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=(axes,), verbose=False)
-        program.save(str(tmp))
-    return Path(path)
-
-
-def onnx_max_abs_diff(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime (CPU) and PyTorch outputs on `x`."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        want = model.eval()(x).numpy()
-    return float(np.abs(got - want).max())
-
-
-# --------------------------------------------------------------------------------------------
-# Deployable child: weights + arch, ONNX, model card
-# --------------------------------------------------------------------------------------------
+from bignas.onnx_io import export_onnx, onnx_max_abs_diff
 
 CHILD_FORMAT = "bignas-child"
 
@@ -66,7 +29,8 @@ def load_child(path: str | Path) -> nn.Module:
     resolution; `model.arch` is its architecture dict."""
     from bignas.errors import BignasError
     from bignas.nn.static import StaticNet
-    from bignas.space import parse_space, plan
+    from bignas.space import parse_space
+    from bignas.plan import plan
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,7 +60,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     from bignas.io import write_json
     from bignas.latency.calibrate import predict
     from bignas.latency.table import read_table
-    from bignas.search.accuracy import evaluate_child, top1
+    from bignas.evaluate import evaluate_child, top1
     from bignas.train.recipe import load_run
 
     space, config, supernet = load_run(run, device)

@@ -16,7 +16,8 @@ from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import ProfileError, load_profile
 from bignas.latency.table import LatencyTable, TableError, make_header, read_table, write_table
-from bignas.space import load_space, plan
+from bignas.space import load_space
+from bignas.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))

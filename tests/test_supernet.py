@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from bignas.cost import child_cost
-from bignas.export import export_onnx, onnx_max_abs_diff
+from bignas.onnx_io import export_onnx, onnx_max_abs_diff
 from bignas.nn import extract
 from bignas.nn.ops import conv_index
-from bignas.space import effective_kernel, load_space, plan
+from bignas.space import load_space
+from bignas.plan import effective_kernel, plan
 from conftest import TEST_RESOLUTION, make_random_supernet, random_supernet
 
 

@@ -18,13 +18,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bignas.export import export_onnx
+from bignas.onnx_io import export_onnx
 from bignas.io import atomic_path, write_json
 from bignas.latency.device import BUNDLE_FORMAT, MANIFEST
 from bignas.latency.keys import BlockKey, space_keys
 from bignas.latency.profiles import DeviceProfile
 from bignas.nn.static import ConvBNAct, Head, MBConv, StaticNet
-from bignas.space import BlockPlan, Child, SearchSpace, plan
+from bignas.space import Child, SearchSpace
+from bignas.plan import BlockPlan, plan
 
 REFERENCE_FILE = "reference.onnx"
 # The fixed reference every time is divided by: a mid-size MBConv block (about 0.1-0.3 ms on one

@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Union
 
-from bignas.space import BlockPlan, Child, ConvPlan, HeadPlan, SearchSpace, StageChoice, plan
+from bignas.space import Child, SearchSpace, StageChoice
+from bignas.plan import BlockPlan, ConvPlan, HeadPlan, plan
 
 Entry = Union[ConvPlan, BlockPlan, HeadPlan]
 KINDS: dict[type, str] = {ConvPlan: "stem", BlockPlan: "mbconv", HeadPlan: "head"}

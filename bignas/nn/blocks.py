@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from bignas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, Take, make_act, view
 from bignas.nn.static import drop_path
-from bignas.space import BlockPlan, ConvPlan, HeadPlan
+from bignas.plan import BlockPlan, ConvPlan, HeadPlan
 
 State = dict[str, Tensor]
 

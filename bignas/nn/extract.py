@@ -6,7 +6,8 @@ import torch
 
 from bignas.nn.static import StaticNet
 from bignas.nn.supernet import Supernet
-from bignas.space import Child, plan
+from bignas.space import Child
+from bignas.plan import plan
 
 
 @torch.no_grad()

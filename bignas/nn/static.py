@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from bignas.nn.ops import make_act
-from bignas.space import BlockPlan, ConvPlan, HeadPlan, Plan
+from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan
 
 
 def drop_path(x: Tensor, prob: float, training: bool) -> Tensor:

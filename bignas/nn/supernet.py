@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem, State, prefixed
 from bignas.nn.ops import GradSlices, view
-from bignas.space import Child, Plan, SearchSpace, plan
+from bignas.space import Child, SearchSpace
+from bignas.plan import Plan, plan
 
 
 class Supernet(nn.Module):

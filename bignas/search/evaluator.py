@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from bignas.data import Dataset
 from bignas.nn import Supernet
-from bignas.search.accuracy import evaluate_child
+from bignas.evaluate import evaluate_child
 from bignas.space import Child, SearchSpace
 
 

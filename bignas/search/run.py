@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bignas.data import derive_seed
+from bignas.seeds import derive_seed
 from bignas.io import write_json
 from bignas.search.constraints import Constraints, Device, SearchError
 from bignas.search.strategies import History, coarse_to_fine, random_search

@@ -13,12 +13,13 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from bignas.data import derive_seed, load_dataset
+from bignas.data import load_dataset
+from bignas.seeds import derive_seed
 from bignas.errors import BignasError
 from bignas.io import atomic_path, read_json, write_json
 from bignas.nn import Supernet
 from bignas.nn.ops import strided_grads_ok
-from bignas.search.accuracy import evaluate_child
+from bignas.evaluate import evaluate_child
 from bignas.space import load_space, parse_space
 from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from bignas.train.config import TrainConfig, config_from_dict

@@ -9,7 +9,8 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bignas.data import derive_seed, resize_batch
+from bignas.data import resize_batch
+from bignas.seeds import derive_seed
 from bignas.space import Child, SearchSpace
 
 
