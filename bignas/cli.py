@@ -32,7 +32,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from bignas.console import Progress
-    from bignas.latency import profile as run
+    from bignas.latency import profiling
     from bignas.latency.profiles import load_profile
 
     start = time.monotonic()
@@ -40,20 +40,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.children < 4:
         raise BignasError(f"--children {args.children}: the calibration fits 3 numbers, time at least 4 children")
     if args.calibrate:
-        table = run.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
+        table = profiling.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
     elif args.profile is None:
         raise BignasError("--profile is required (except with --calibrate FILE)")
     elif args.bundle:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
-        manifest = run.bundle_for_device(profile, space, Path(args.bundle), args.children, progress)
+        manifest = profiling.bundle_for_device(profile, space, Path(args.bundle), args.children, progress)
         print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
             f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
             "bignas profile --calibrate TABLE.json   # back here"]}))
         return 0
     else:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
-        out = Path(args.out) if args.out else run.default_table_path(profile, space)
-        table = run.profile_device(profile, space, out, args.children, progress)
+        out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
+        table = profiling.profile_device(profile, space, out, args.children, progress)
     print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
                       "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
                       "seconds": round(time.monotonic() - start, 1)}))

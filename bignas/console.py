@@ -8,7 +8,10 @@ import logging
 import sys
 import time
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
+
+# A progress callback: (label, done, total), e.g. a `Progress`.
+ProgressFn = Callable[[str, int, int], None]
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ biases, and batch-norm affine weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from bignas.space import Child, SearchSpace
 from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan, plan
@@ -30,6 +31,10 @@ class Cost:
     @property
     def params_m(self) -> float:
         return self.params / 1e6
+
+    def summary(self) -> dict[str, float]:
+        """{"mflops", "params_m"} rounded as every JSON output reports them."""
+        return {"mflops": round(self.mflops, 4), "params_m": round(self.params_m, 6)}
 
 
 def conv_cost(in_ch: int, out_ch: int, kernel: int, out_size: int, groups: int = 1,
@@ -63,10 +68,14 @@ def head_cost(p: HeadPlan) -> Cost:
     return cost + Cost(p.features * p.num_classes, p.features * p.num_classes + p.num_classes)
 
 
+# The cost function of each block kind, by plan type (see bignas.nn.registry for the modules).
+COSTS: dict[type, Callable[[Any], Cost]] = {ConvPlan: stem_cost, BlockPlan: block_cost, HeadPlan: head_cost}
+
+
 def plan_cost(net: Plan) -> Cost:
-    total = stem_cost(net.stem) + head_cost(net.head)
-    for block in net.blocks:
-        total += block_cost(block)
+    total = Cost(0, 0)
+    for entry in (net.stem, *net.blocks, net.head):
+        total += COSTS[type(entry)](entry)
     return total
 
 

@@ -28,7 +28,7 @@ def load_child(path: str | Path) -> nn.Module:
     """The static child saved by `bignas export` (child.pt), in eval mode, ready to run at its
     resolution; `model.arch` is its architecture dict."""
     from bignas.errors import BignasError
-    from bignas.nn.static import StaticNet
+    from bignas.nn.child import StaticNet
     from bignas.space import parse_space
     from bignas.plan import plan
 
@@ -58,7 +58,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     from bignas.data import load_dataset, resize_batch
     from bignas.errors import BignasError
     from bignas.io import write_json
-    from bignas.latency.calibrate import predict
+    from bignas.latency.fit import predict
     from bignas.latency.table import read_table
     from bignas.evaluate import evaluate_child, top1
     from bignas.train.recipe import load_run
@@ -99,7 +99,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
 def measure_on_table_device(table, model: Path) -> tuple[float | None, str | None]:
     """Latency of `model` (ms, on the table's scale) when this host is the table's device; else
     (None, why not)."""
-    from bignas.latency.check import table_clock
+    from bignas.latency.clock import table_clock
     from bignas.latency.table import TableError
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -40,3 +41,8 @@ def read_json(path: str | Path, what: str, error: type[Exception] = ValueError) 
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def digest(data: str | bytes) -> str:
+    """A short stable hash (16 hex digits of SHA-256) of text or bytes: cache keys, file names."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]

@@ -9,7 +9,7 @@ time a kind are looked up by plan type in one place each (`bignas.nn.registry`, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Union
 
 from bignas.space import Child, SearchSpace
 
@@ -68,6 +68,9 @@ class HeadPlan:
     @property
     def features(self) -> int:
         return self.mix if self.mix is not None else self.width
+
+
+Entry = Union[ConvPlan, BlockPlan, HeadPlan]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from bignas.io import write_json
-from bignas.latency.calibrate import predict
+from bignas.latency.fit import predict
 from bignas.latency.device import Progress
-from bignas.latency.profile import profile_device
+from bignas.latency.profiling import profile_device
 from bignas.latency.profiles import load_profile
 from bignas.latency.table import LatencyTable, TableError, device_description, read_table
 from bignas.space import SearchSpace, load_space

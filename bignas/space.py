@@ -9,7 +9,6 @@ supernet, the static child, the cost model and the latency tables all read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bignas.errors import BignasError, check_keys
-from bignas.io import read_json
+from bignas.io import digest, read_json
 
 ACTIVATIONS = ("relu", "hswish", "swish")
 GATES = ("sigmoid", "hsigmoid")
@@ -424,8 +423,7 @@ def iter_spaces() -> Iterator[SearchSpace]:
 
 
 def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
 
 def _check_keys(d: Any, allowed: set[str], required: set[str], source: str, where: str) -> None:

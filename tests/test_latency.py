@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bignas.cli import main
-from bignas.latency.calibrate import predict
+from bignas.latency.fit import predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency.measure import open_session
@@ -102,7 +102,7 @@ def test_profile_refusals(tmp_path):
 
 
 def test_profile_onnx_runtime_rejects(tmp_path):
-    from bignas.latency.bundle import export_reference
+    from bignas.latency.models import export_reference
 
     reference = tmp_path / "reference.onnx"
     export_reference(reference, tmp_path / "shared")

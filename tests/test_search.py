@@ -12,7 +12,7 @@ import bignas
 from bignas.cli import main
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.latency.calibrate import predict
+from bignas.latency.fit import predict
 from bignas.latency.table import TableError, read_table, write_table
 from bignas.nn import extract
 from bignas.search.constraints import SearchError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bignas.console import Progress
 from bignas.latency.check import latency_check
-from bignas.latency.profile import default_table_path, profile_device
+from bignas.latency.profiling import default_table_path, profile_device
 from bignas.latency.profiles import load_profile
 from bignas.latency.table import device_description
 from bignas.space import load_space

@@ -18,7 +18,7 @@ import statistics
 import torch
 
 from bignas.data import load_dataset
-from bignas.latency.calibrate import predict
+from bignas.latency.fit import predict
 from bignas.latency.table import read_table
 from bignas.search.constraints import Constraints, Device
 from bignas.search.evaluator import Evaluator

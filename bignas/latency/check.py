@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from bignas.io import atomic_path, write_json
-from bignas.latency.bundle import ProgressFn, export_child, export_reference
-from bignas.latency.calibrate import predict
-from bignas.latency.measure import Timer
-from bignas.latency.table import LatencyTable, TableError, device_description
+from bignas.console import ProgressFn
+from bignas.latency.clock import table_clock
+from bignas.latency.models import export_child
+from bignas.latency.fit import predict
+from bignas.latency.table import LatencyTable
 from bignas.space import Child, SearchSpace
 
 
@@ -29,22 +29,6 @@ def fresh_children(space: SearchSpace, table: LatencyTable, n: int, seed: int) -
         if child.hash not in taken:
             children.setdefault(child.hash, child)
     return list(children.values())
-
-
-@contextlib.contextmanager
-def table_clock(table: LatencyTable) -> Iterator[Callable[[Path], float]]:
-    """A function timing an ONNX model here as `table`'s profile says, in the table's milliseconds:
-    its median relative to the interleaved reference, times the table's `reference_ms`. Refuses a
-    host that is not the device the table describes."""
-    here = device_description()
-    if table.header["device"] != here:
-        raise TableError(f"{table.path}: measured on '{table.header['device']}', this machine is '{here}': "
-                         f"time models on the device the table describes")
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = Path(tmp) / "reference.onnx"
-        export_reference(reference, Path(tmp) / "shared")
-        timer = Timer(table.profile, reference)
-        yield lambda model: timer.time(model).ratio * table.reference_ms
 
 
 def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: int = 1000,

@@ -11,7 +11,6 @@ run resumes from FILE.partial, which is rewritten atomically every few entries.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from bignas.console import Progress
 from bignas.errors import BignasError
-from bignas.io import read_json, write_json
+from bignas.io import digest, read_json, write_json
 from bignas.latency.measure import Timer
 from bignas.latency.profiles import parse_profile
 from bignas.latency.table import LatencyTable, make_header, write_table
@@ -50,7 +49,7 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
     bundle, out = Path(bundle), Path(out)
     manifest = read_manifest(bundle)
     profile = parse_profile(manifest["profile"], f"{bundle / MANIFEST}: field 'profile'")
-    bundle_id = hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()[:16]
+    bundle_id = digest((bundle / MANIFEST).read_bytes())
     partial = out.with_name(out.name + ".partial")
     state = {"bundle": bundle_id, "entries": {}, "children": {}}
     if partial.exists():

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Union
 
 from bignas.space import Child, SearchSpace, StageChoice
-from bignas.plan import BlockPlan, ConvPlan, HeadPlan, plan
+from bignas.plan import BlockPlan, Entry, plan
 
-Entry = Union[ConvPlan, BlockPlan, HeadPlan]
-KINDS: dict[type, str] = {ConvPlan: "stem", BlockPlan: "mbconv", HeadPlan: "head"}
 
 # Short, fixed names keep the string keys readable; a plan field without one fails loudly here.
 _ABBREV = {"resolution": "r", "in_ch": "i", "out_ch": "o", "mid_ch": "m", "expand_conv": "x",
@@ -36,7 +33,7 @@ class BlockKey:
     def of(cls, entry: Entry) -> "BlockKey":
         if isinstance(entry, BlockPlan):
             entry = dataclasses.replace(entry, stage=0, index=0)
-        return cls(KINDS[type(entry)], entry)
+        return cls(entry.kind, entry)
 
     def fields(self, with_resolution: bool = True) -> list[tuple[str, object]]:
         names = [f.name for f in dataclasses.fields(self.entry) if f.name not in _POSITION]

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from bignas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, Take, make_act, view
 from bignas.nn.static import drop_path
 from bignas.plan import BlockPlan, ConvPlan, HeadPlan
+from bignas.space import SearchSpace
 
 State = dict[str, Tensor]
 
@@ -55,9 +56,10 @@ class ElasticSE(nn.Module):
 class ElasticMBConv(nn.Module):
     """Inverted residual block: [1x1 expand] -> k x k depthwise -> [SE] -> 1x1 project."""
 
-    def __init__(self, largest: BlockPlan, max_kernel: int) -> None:
+    def __init__(self, largest: BlockPlan, space: SearchSpace) -> None:
         super().__init__()
         p = largest
+        max_kernel = max(space.stages[p.stage].kernels)
         self.expand = ElasticConvBN(p.in_ch, p.mid_ch, 1, p.act) if p.expand_conv else None
         self.dw = ElasticConvBN(p.mid_ch, p.mid_ch, max_kernel, p.act, depthwise=True)
         self.se = ElasticSE(p.mid_ch, p.se_mid, p.se_act, p.se_gate) if p.se_mid else None
@@ -84,8 +86,8 @@ class ElasticMBConv(nn.Module):
 
 
 class ElasticStem(ElasticConvBN):
-    def __init__(self, largest: ConvPlan, max_kernel: int) -> None:
-        super().__init__(largest.in_ch, largest.out_ch, max_kernel, largest.act)
+    def __init__(self, largest: ConvPlan, space: SearchSpace) -> None:
+        super().__init__(largest.in_ch, largest.out_ch, space.stem.kernel, largest.act)
 
     def forward(self, x: Tensor, p: ConvPlan, take: Take = view) -> Tensor:  # type: ignore[override]
         return super().forward(x, p.out_ch, p.kernel, p.stride, take)
@@ -94,7 +96,7 @@ class ElasticStem(ElasticConvBN):
 class ElasticHead(nn.Module):
     """1x1 conv + BN + act, global pool, optional 1x1 mix conv + act, dropout, linear."""
 
-    def __init__(self, largest: HeadPlan) -> None:
+    def __init__(self, largest: HeadPlan, space: SearchSpace) -> None:
         super().__init__()
         p = largest
         self.conv = ElasticConvBN(p.in_ch, p.width, 1, p.act)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bignas.nn.static import StaticNet
+from bignas.nn.child import StaticNet
 from bignas.nn.supernet import Supernet
 from bignas.space import Child
 from bignas.plan import plan

@@ -1,4 +1,4 @@
-"""The static child: plain PyTorch layers built from a plan, ready to train, export or deploy."""
+"""Static blocks: plain PyTorch layers built from one plan entry, as a deployed child runs them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from bignas.nn.ops import make_act
-from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan
+from bignas.plan import BlockPlan, ConvPlan, HeadPlan
 
 
 def drop_path(x: Tensor, prob: float, training: bool) -> Tensor:
@@ -24,6 +24,13 @@ class ConvBNAct(nn.Sequential):
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
         self.act = make_act(act)
+
+
+class Stem(ConvBNAct):
+    """The stem: conv k x k + BN + act, built from its plan."""
+
+    def __init__(self, p: ConvPlan) -> None:
+        super().__init__(p.in_ch, p.out_ch, p.kernel, p.stride, p.act)
 
 
 class SqueezeExcite(nn.Module):
@@ -76,17 +83,3 @@ class Head(nn.Module):
         if self.mix is not None:
             x = self.mix_act(self.mix(x))
         return self.classifier(self.dropout(x.flatten(1)))
-
-
-class StaticNet(nn.Module):
-    """A child network of plain layers, one module per entry of its plan."""
-
-    def __init__(self, net: Plan, dropout: float = 0.0, drop_connect: float = 0.0) -> None:
-        super().__init__()
-        s: ConvPlan = net.stem
-        self.stem = ConvBNAct(s.in_ch, s.out_ch, s.kernel, s.stride, s.act)
-        self.blocks = nn.Sequential(*[MBConv(b, drop_connect) for b in net.blocks])
-        self.head = Head(net.head, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.blocks(self.stem(x)))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor, nn
 
-from bignas.nn.blocks import ElasticHead, ElasticMBConv, ElasticStem, State, prefixed
+from bignas.nn.blocks import State, prefixed
 from bignas.nn.ops import GradSlices, view
+from bignas.nn.registry import elastic_block
 from bignas.space import Child, SearchSpace
 from bignas.plan import Plan, plan
 
@@ -20,21 +19,17 @@ class Supernet(nn.Module):
     at a reduced size. Sampling, costs and checkpointing live in their own modules.
     """
 
-    def __init__(self, space: SearchSpace, num_classes: int | None = None) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         super().__init__()
-        if num_classes is not None:
-            space = dataclasses.replace(space, num_classes=num_classes)
         self.space = space
         # The largest child at a size where no kernel is cropped gives every module its full shape.
         largest = plan(space, space.max(), resolution=2 ** 16)
-        self.stem = ElasticStem(largest.stem, space.stem.kernel)
-        depths = [max(s.depths) for s in space.stages]
+        self.stem = elastic_block(largest.stem, space)
         self.stages = nn.ModuleList(
-            nn.ModuleList(ElasticMBConv(b, max(space.stages[b.stage].kernels))
-                          for b in largest.blocks if b.stage == si)
-            for si in range(len(depths))
+            nn.ModuleList(elastic_block(b, space) for b in largest.blocks if b.stage == si)
+            for si in range(len(space.stages))
         )
-        self.head = ElasticHead(largest.head)
+        self.head = elastic_block(largest.head, space)
         self._grad_slices = GradSlices()
 
     def forward(self, x: Tensor, child: Child, dropout: float = 0.0,

@@ -11,7 +11,7 @@ from typing import Any
 
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.latency.calibrate import predict
+from bignas.latency.fit import predict
 from bignas.latency.table import LatencyTable
 from bignas.space import Child, SearchSpace
 

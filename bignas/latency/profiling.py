@@ -10,8 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bignas.latency.bundle import REFERENCE_FILE, ProgressFn, export_reference, write_bundle
-from bignas.latency.calibrate import calibrate, calibration_children
+from bignas.console import ProgressFn
+from bignas.latency.bundle import write_bundle
+from bignas.latency.models import REFERENCE_FILE, export_reference
+from bignas.latency.fit import calibrate, calibration_children
 from bignas.latency.device import run_bundle
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import DeviceProfile
