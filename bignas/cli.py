@@ -122,14 +122,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from bignas.search.run import search_run
+    from bignas.search.command import search_run
 
     doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
                      max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
                      budget=args.budget, seed=args.seed, data=args.data, device=args.device, quiet=args.quiet)
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
-            {"device": r["device"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
+            {"device": r["target"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
              "mflops": round(r["best"]["mflops"], 4), "params_m": round(r["best"]["params_m"], 6),
              "arch": r["best"]["arch"]} for r in doc["devices"]]}))
     return 0
@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search a trained supernet for the child with the best validation top-1 "
                                    "that meets every budget; with several --table / --max-latency-ms pairs, one "
                                    "best child per device. Accuracy (BN recalibration + val top-1) is cached in "
-                                   "RUN/accuracy.jsonl and reused. Writes OUT/search.json and a Pareto plot per device.")
+                                   "RUN/accuracy.jsonl and reused. Writes OUT/search.json, and per device a Pareto plot "
+                                   "and the best child as an architecture file for 'bignas export --arch' "
+                                   "(best.json, or best-DEVICE.json for several).")
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--table", action="append", metavar="FILE",
                    help="latency table of a device (repeat for several devices)")
@@ -249,9 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency budget in ms, one per --table, in the same order")
     p.add_argument("--max-mflops", type=float, metavar="F", help="budget in millions of multiply-adds")
     p.add_argument("--max-params-m", type=float, metavar="P", help="budget in millions of parameters")
-    p.add_argument("--strategy", choices=["coarse-to-fine", "random"], default="coarse-to-fine",
-                   help="coarse-to-fine (default): a grid of skeletons, then constrained mutation of the best; "
-                        "random: uniform feasible children (the baseline)")
+    from bignas.search.strategies import STRATEGIES
+
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="coarse-to-fine",
+                   help="; ".join(f"{name}: {STRATEGIES[name].help}" for name in sorted(STRATEGIES)))
     p.add_argument("--budget", type=int, default=40, help="accuracy evaluations per device (default: 40)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")

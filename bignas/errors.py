@@ -10,13 +10,13 @@ class BignasError(ValueError):
 
 
 def check_keys(d: Any, allowed: set[str], required: set[str], source: str, where: str,
-               error: type[BignasError] = BignasError) -> None:
+               error: type[BignasError] = BignasError, noun: str = "field") -> None:
     """Refuse a mapping with an unknown or a missing key, naming the file and the field."""
     if not isinstance(d, dict):
-        raise error(f"{source}: field '{where.rstrip('.') or 'top level'}' must be a mapping")
+        raise error(f"{source}: {noun} '{where.rstrip('.') or 'top level'}' must be a mapping")
     unknown = sorted(set(d) - allowed)
     if unknown:
-        raise error(f"{source}: unknown field '{where}{unknown[0]}' (allowed: {sorted(allowed)})")
+        raise error(f"{source}: unknown {noun} '{where}{unknown[0]}' (allowed: {sorted(allowed)})")
     missing = sorted(required - set(d))
     if missing:
-        raise error(f"{source}: missing field '{where}{missing[0]}'")
+        raise error(f"{source}: missing {noun} '{where}{missing[0]}'")

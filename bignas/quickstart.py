@@ -17,10 +17,9 @@ from bignas.latency.fit import predict
 from bignas.latency.device import Progress
 from bignas.latency.profiling import profile_device
 from bignas.latency.profiles import load_profile
-from bignas.latency.table import LatencyTable, TableError, device_description, read_table
+from bignas.latency.table import LatencyTable, TableError, device_description, read_table, shipped_tables
 from bignas.space import SearchSpace, load_space
 
-PROJECT = Path(__file__).resolve().parents[1]
 PROFILE = "cpu-1t"
 SPACE = "cifar-small"
 BUDGET = 40  # accuracy evaluations of the search
@@ -72,26 +71,26 @@ def _train(run: Path, quiet: bool) -> None:
 
 def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable]:
     """The shipped table when this host is the device it describes, else one measured here."""
-    shipped = PROJECT / "latency_tables" / PROFILE / f"{space.name}.json"
     here = device_description()
-    if shipped.exists():
+    if f"{PROFILE}/{space.name}" in shipped_tables():
         try:
-            table = read_table(shipped, space.hash)
-            if table.header["device"] == here:
+            table = read_table(f"{PROFILE}/{space.name}", space.hash)
+            shipped = Path(table.path)
+            if table.header["host"] == here:
                 say(f"    reusing {shipped} (measured on this CPU: {here})")
                 return shipped, table
-            say(f"    {shipped} was measured on '{table.header['device']}', this is '{here}': profiling here")
+            say(f"    {shipped} was measured on '{table.header['host']}', this is '{here}': profiling here")
         except TableError as e:
-            say(f"    not using {shipped}: {e}")
+            say(f"    not using the shipped table {PROFILE}/{space.name}: {e}")
     mine = out / "latency_tables" / PROFILE / f"{space.name}.json"
     if mine.exists():
         return mine, read_table(mine, space.hash)
-    profile = load_profile(PROJECT / "profiles" / f"{PROFILE}.yaml")
+    profile = load_profile(PROFILE)
     return mine, profile_device(profile, space, mine, progress=None if quiet else Progress())
 
 
 def _search(run: Path, table_path: Path, budget_ms: float, out: Path, quiet: bool) -> dict:
-    from bignas.search.run import search_run
+    from bignas.search.command import search_run
 
     doc = search_run(run, [str(table_path)], [budget_ms], out=out, budget=BUDGET, device="cpu", quiet=quiet)
     return doc["devices"][0]["best"]

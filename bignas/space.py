@@ -12,15 +12,18 @@ import dataclasses
 import json
 import random
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, get_args
 
-from bignas.errors import BignasError, check_keys
+from bignas.errors import BignasError
 from bignas.io import digest, read_json
+from bignas.schema import Invalid, from_dict, load_yaml, rules, shipped
 
-ACTIVATIONS = ("relu", "hswish", "swish")
-GATES = ("sigmoid", "hsigmoid")
+Activation = Literal["relu", "hswish", "swish"]
+Gate = Literal["sigmoid", "hsigmoid"]
+Stride = Literal[1, 2]
+ACTIVATIONS, GATES = get_args(Activation), get_args(Gate)
+OPTIONS = {"positive": True, "unique": True, "non_empty": True}  # an elastic choice: distinct sizes
 
 
 class SpaceError(BignasError):
@@ -34,21 +37,26 @@ class SpaceError(BignasError):
 
 @dataclass(frozen=True)
 class StemSpace:
-    widths: tuple[int, ...]
-    kernel: int
-    stride: int
-    act: str
+    widths: tuple[int, ...] = rules(**OPTIONS)
+    kernel: int = rules(positive=True, odd=True)
+    stride: Stride
+    act: Activation
 
 
 @dataclass(frozen=True)
 class StageSpace:
-    widths: tuple[int, ...]
-    depths: tuple[int, ...]
-    kernels: tuple[int, ...]
-    expands: tuple[int, ...]
-    stride: int
+    widths: tuple[int, ...] = rules(**OPTIONS)
+    depths: tuple[int, ...] = rules(**OPTIONS)
+    kernels: tuple[int, ...] = rules(**OPTIONS, odd=True)
+    expands: tuple[int, ...] = rules(**OPTIONS)
+    stride: Stride
     se: bool
-    act: str
+    act: Activation
+
+    def __post_init__(self) -> None:
+        if 1 in self.expands and len(self.expands) > 1:
+            raise Invalid("expands", "expand ratio 1 (no expansion conv) cannot be mixed with other ratios "
+                                     "in one stage")
 
     @property
     def has_expand_conv(self) -> bool:
@@ -58,28 +66,30 @@ class StageSpace:
 
 @dataclass(frozen=True)
 class SESpace:
-    reduction: int
-    relative_to: str  # "expanded": mid channels / reduction (once-for-all); "input": block input (EfficientNet)
-    act: str
-    gate: str
+    reduction: int = rules(positive=True)
+    # "expanded": mid channels / reduction (once-for-all); "input": block input (EfficientNet)
+    relative_to: Literal["expanded", "input"]
+    act: Activation
+    gate: Gate
 
 
 @dataclass(frozen=True)
 class HeadSpace:
-    widths: tuple[int, ...]  # 1x1 conv + BN + act before global pooling
-    mix_widths: tuple[int, ...]  # 1x1 conv + act after pooling (MobileNetV3); () for none
-    act: str
+    widths: tuple[int, ...] = rules(**OPTIONS)  # 1x1 conv + BN + act before global pooling
+    act: Activation
+    # 1x1 conv + act after pooling (MobileNetV3); () for none
+    mix_widths: tuple[int, ...] = rules((), positive=True, unique=True)
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    name: str
-    resolutions: tuple[int, ...]
-    in_channels: int
-    num_classes: int
-    channel_divisor: int
+    name: str = rules(non_empty=True)
+    resolutions: tuple[int, ...] = rules(**OPTIONS)
+    in_channels: int = rules(positive=True)
+    num_classes: int = rules(positive=True)
+    channel_divisor: int = rules(positive=True)
     stem: StemSpace
-    stages: tuple[StageSpace, ...]
+    stages: tuple[StageSpace, ...] = rules(non_empty=True)
     se: SESpace
     head: HeadSpace
 
@@ -116,20 +126,6 @@ class SearchSpace:
             head=min(self.head.widths),
             mix=min(self.head.mix_widths) if self.head.mix_widths else None,
         )
-
-    def at_levels(self, resolution: int, depth: float, width: float, kernel: float, expand: float) -> "Child":
-        """The child that takes, in every stage, the option at the same relative position of each
-        choice (0 = smallest, 1 = largest): a skeleton of the coarse search grid."""
-        def at(options, level):
-            return sorted(options)[round(level * (len(options) - 1))]
-
-        stages = tuple(
-            StageChoice(at(s.depths, depth), at(s.widths, width), (at(s.kernels, kernel),) * at(s.depths, depth),
-                        (at(s.expands, expand),) * at(s.depths, depth))
-            for s in self.stages)
-        return Child(resolution=resolution, stem=at(self.stem.widths, width), stages=stages,
-                     head=at(self.head.widths, width),
-                     mix=at(self.head.mix_widths, width) if self.head.mix_widths else None)
 
     def sample(self, rng: random.Random) -> "Child":
         """A uniformly random child (each choice independent and uniform)."""
@@ -196,6 +192,53 @@ class SearchSpace:
             head=pick(a.head, b.head),
             mix=pick(a.mix, b.mix),
         )
+
+    def decisions(self) -> list[tuple[str, tuple]]:
+        """The fixed-length genome: (name, sorted options) of every choice, blocks up to each
+        stage's maximum depth included (see `encode`)."""
+        out: list[tuple[str, tuple]] = [("resolution", tuple(sorted(self.resolutions))),
+                                        ("stem", tuple(sorted(self.stem.widths)))]
+        for i, s in enumerate(self.stages):
+            out += [(f"stages[{i}].depth", tuple(sorted(s.depths))), (f"stages[{i}].width", tuple(sorted(s.widths)))]
+            out += [(f"stages[{i}].kernels[{j}]", tuple(sorted(s.kernels))) for j in range(max(s.depths))]
+            out += [(f"stages[{i}].expands[{j}]", tuple(sorted(s.expands))) for j in range(max(s.depths))]
+        out.append(("head", tuple(sorted(self.head.widths))))
+        if self.head.mix_widths:
+            out.append(("mix", tuple(sorted(self.head.mix_widths))))
+        return out
+
+    def encode(self, child: "Child") -> tuple[int, ...]:
+        """`child` as one option index per decision; blocks beyond a stage's depth encode as 0."""
+        self.validate(child)
+        values: dict[str, Any] = {"resolution": child.resolution, "stem": child.stem, "head": child.head,
+                                  "mix": child.mix}
+        for i, c in enumerate(child.stages):
+            values[f"stages[{i}].depth"], values[f"stages[{i}].width"] = c.depth, c.width
+            for j in range(c.depth):
+                values[f"stages[{i}].kernels[{j}]"], values[f"stages[{i}].expands[{j}]"] = c.kernels[j], c.expands[j]
+        return tuple(options.index(values[name]) if name in values else 0 for name, options in self.decisions())
+
+    def decode(self, codes: Any) -> "Child":
+        """The child of `encode`'s codes (codes of blocks beyond a stage's depth are ignored)."""
+        decisions = self.decisions()
+        codes = tuple(codes)
+        if len(codes) != len(decisions):
+            raise SpaceError(f"space '{self.name}': an encoded child has {len(decisions)} codes, got {len(codes)}")
+        values = {}
+        for (name, options), code in zip(decisions, codes):
+            code = code.__index__() if hasattr(code, "__index__") and not isinstance(code, bool) else code
+            if not isinstance(code, int) or not 0 <= code < len(options):  # numpy / torch integers pass
+                raise SpaceError(f"space '{self.name}': code {code!r} of decision '{name}' is out of range "
+                                 f"(0..{len(options) - 1} for {list(options)})")
+            values[name] = options[code]
+        stages = []
+        for i in range(len(self.stages)):
+            depth = values[f"stages[{i}].depth"]
+            stages.append(StageChoice(depth, values[f"stages[{i}].width"],
+                                      tuple(values[f"stages[{i}].kernels[{j}]"] for j in range(depth)),
+                                      tuple(values[f"stages[{i}].expands[{j}]"] for j in range(depth))))
+        return Child(resolution=values["resolution"], stem=values["stem"], stages=tuple(stages),
+                     head=values["head"], mix=values.get("mix"))
 
     def validate(self, child: "Child", source: str = "architecture") -> "Child":
         """Return `child` if every choice is allowed by this space, else raise SpaceError."""
@@ -265,7 +308,7 @@ class Child:
     stem: int
     stages: tuple[StageChoice, ...]
     head: int
-    mix: int | None
+    mix: int | None = None
 
     def to_dict(self, space: SearchSpace | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"resolution": self.resolution, "stem": self.stem,
@@ -281,36 +324,10 @@ class Child:
         return _digest(self.to_dict())
 
 
-_CHILD_KEYS = {"space", "resolution", "stem", "stages", "head", "mix"}
-_STAGE_KEYS = {"depth", "width", "kernels", "expands"}
-
-
 def _parse_child(data: Any, source: str) -> Child:
-    if not isinstance(data, dict):
-        raise SpaceError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    _check_keys(data, _CHILD_KEYS, {"resolution", "stem", "stages", "head"}, source, "")
-    stages = data["stages"]
-    if not isinstance(stages, list):
-        raise SpaceError(f"{source}: field 'stages' must be a list")
-    parsed = []
-    for i, s in enumerate(stages):
-        if not isinstance(s, dict):
-            raise SpaceError(f"{source}: field 'stages[{i}]' must be an object")
-        _check_keys(s, _STAGE_KEYS, _STAGE_KEYS, source, f"stages[{i}].")
-        parsed.append(StageChoice(
-            _int(s["depth"], source, f"stages[{i}].depth"),
-            _int(s["width"], source, f"stages[{i}].width"),
-            _ints(s["kernels"], source, f"stages[{i}].kernels", unique=False),
-            _ints(s["expands"], source, f"stages[{i}].expands", unique=False),
-        ))
-    mix = data.get("mix")
-    return Child(
-        resolution=_int(data["resolution"], source, "resolution"),
-        stem=_int(data["stem"], source, "stem"),
-        stages=tuple(parsed),
-        head=_int(data["head"], source, "head"),
-        mix=None if mix is None else _int(mix, source, "mix"),
-    )
+    # "space" names the space the child was saved for: checked by `child_from_dict`.
+    fields = {k: v for k, v in data.items() if k != "space"} if isinstance(data, dict) else data
+    return from_dict(Child, fields, source, SpaceError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,96 +337,16 @@ def _parse_child(data: Any, source: str) -> Child:
 
 def space_names() -> list[str]:
     """Names of the search spaces shipped with the package."""
-    folder = resources.files("bignas") / "spaces"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped("spaces")
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Load a shipped space by name (`ofa-mbv3`) or any space YAML by path."""
-    import yaml
-
-    text_path = Path(name_or_path)
-    if text_path.suffix in (".yaml", ".yml"):
-        source = str(text_path)
-        try:
-            text = text_path.read_text()
-        except FileNotFoundError:
-            raise SpaceError(f"{text_path}: no such search-space file") from None
-    else:
-        if str(name_or_path) not in space_names():
-            raise SpaceError(f"unknown search space '{name_or_path}' (shipped: {space_names()})")
-        source = f"bignas/spaces/{name_or_path}.yaml"
-        text = (resources.files("bignas") / "spaces" / f"{name_or_path}.yaml").read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{source}: malformed YAML ({e})") from None
-    return parse_space(data, source)
+    return parse_space(*load_yaml(name_or_path, "spaces", SpaceError))
 
 
 def parse_space(data: Any, source: str) -> SearchSpace:
-    if not isinstance(data, dict):
-        raise SpaceError(f"{source}: expected a mapping at the top level")
-    keys = {"name", "resolutions", "in_channels", "num_classes", "channel_divisor", "stem",
-            "stages", "se", "head"}
-    _check_keys(data, keys, keys, source, "")
-    stem = data["stem"]
-    _check_keys(stem, {"widths", "kernel", "stride", "act"}, {"widths", "kernel", "stride", "act"},
-                source, "stem.")
-    se = data["se"]
-    se_keys = {"reduction", "relative_to", "act", "gate"}
-    _check_keys(se, se_keys, se_keys, source, "se.")
-    head = data["head"]
-    _check_keys(head, {"widths", "mix_widths", "act"}, {"widths", "act"}, source, "head.")
-    if not isinstance(data["stages"], list) or not data["stages"]:
-        raise SpaceError(f"{source}: field 'stages' must be a non-empty list")
-    stage_keys = {"widths", "depths", "kernels", "expands", "stride", "se", "act"}
-    stages = []
-    for i, s in enumerate(data["stages"]):
-        where = f"stages[{i}]."
-        _check_keys(s, stage_keys, stage_keys, source, where)
-        kernels = _ints(s["kernels"], source, where + "kernels", positive=True)
-        if any(k % 2 == 0 for k in kernels):
-            raise SpaceError(f"{source}: field '{where}kernels' must hold odd sizes, got {list(kernels)}")
-        expands = _ints(s["expands"], source, where + "expands", positive=True)
-        if 1 in expands and len(expands) > 1:
-            raise SpaceError(f"{source}: field '{where}expands': expand ratio 1 (no expansion conv) "
-                             f"cannot be mixed with other ratios in one stage")
-        stages.append(StageSpace(
-            widths=_ints(s["widths"], source, where + "widths", positive=True),
-            depths=_ints(s["depths"], source, where + "depths", positive=True),
-            kernels=kernels,
-            expands=expands,
-            stride=_choice(s["stride"], (1, 2), source, where + "stride"),
-            se=_bool(s["se"], source, where + "se"),
-            act=_choice(s["act"], ACTIVATIONS, source, where + "act"),
-        ))
-    return SearchSpace(
-        name=_str(data["name"], source, "name"),
-        resolutions=_ints(data["resolutions"], source, "resolutions", positive=True),
-        in_channels=_int(data["in_channels"], source, "in_channels", positive=True),
-        num_classes=_int(data["num_classes"], source, "num_classes", positive=True),
-        channel_divisor=_int(data["channel_divisor"], source, "channel_divisor", positive=True),
-        stem=StemSpace(
-            widths=_ints(stem["widths"], source, "stem.widths", positive=True),
-            kernel=_int(stem["kernel"], source, "stem.kernel", positive=True),
-            stride=_choice(stem["stride"], (1, 2), source, "stem.stride"),
-            act=_choice(stem["act"], ACTIVATIONS, source, "stem.act"),
-        ),
-        stages=tuple(stages),
-        se=SESpace(
-            reduction=_int(se["reduction"], source, "se.reduction", positive=True),
-            relative_to=_choice(se["relative_to"], ("expanded", "input"), source, "se.relative_to"),
-            act=_choice(se["act"], ACTIVATIONS, source, "se.act"),
-            gate=_choice(se["gate"], GATES, source, "se.gate"),
-        ),
-        head=HeadSpace(
-            widths=_ints(head["widths"], source, "head.widths", positive=True),
-            mix_widths=_ints(head.get("mix_widths", []), source, "head.mix_widths", positive=True,
-                             allow_empty=True),
-            act=_choice(head["act"], ACTIVATIONS, source, "head.act"),
-        ),
-    )
+    return from_dict(SearchSpace, data, source, SpaceError)
 
 
 def iter_spaces() -> Iterator[SearchSpace]:
@@ -417,51 +354,5 @@ def iter_spaces() -> Iterator[SearchSpace]:
         yield load_space(name)
 
 
-# --------------------------------------------------------------------------------------------
-# Small validation helpers
-# --------------------------------------------------------------------------------------------
-
-
 def _digest(obj: Any) -> str:
     return digest(json.dumps(obj, sort_keys=True, separators=(",", ":")))
-
-
-def _check_keys(d: Any, allowed: set[str], required: set[str], source: str, where: str) -> None:
-    check_keys(d, allowed, required, source, where, SpaceError)
-
-
-def _int(v: Any, source: str, field: str, positive: bool = False) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SpaceError(f"{source}: field '{field}' must be an integer, got {v!r}")
-    if positive and v <= 0:
-        raise SpaceError(f"{source}: field '{field}' must be positive, got {v}")
-    return v
-
-
-def _ints(v: Any, source: str, field: str, positive: bool = False,
-          allow_empty: bool = False, unique: bool = True) -> tuple[int, ...]:
-    if not isinstance(v, list) or (not v and not allow_empty):
-        raise SpaceError(f"{source}: field '{field}' must be a {'' if allow_empty else 'non-empty '}"
-                         f"list of integers, got {v!r}")
-    values = tuple(_int(x, source, f"{field}[{i}]", positive) for i, x in enumerate(v))
-    if unique and len(set(values)) != len(values):
-        raise SpaceError(f"{source}: field '{field}' repeats a value: {list(values)}")
-    return values
-
-
-def _bool(v: Any, source: str, field: str) -> bool:
-    if not isinstance(v, bool):
-        raise SpaceError(f"{source}: field '{field}' must be true or false, got {v!r}")
-    return v
-
-
-def _str(v: Any, source: str, field: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise SpaceError(f"{source}: field '{field}' must be a non-empty string, got {v!r}")
-    return v
-
-
-def _choice(v: Any, allowed: tuple, source: str, field: str):
-    if v not in allowed or isinstance(v, bool):
-        raise SpaceError(f"{source}: field '{field}' = {v!r} is not one of {list(allowed)}")
-    return v

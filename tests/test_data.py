@@ -15,8 +15,8 @@ from bignas.data import (
     random_shift,
     resize_batch,
     safe_unpickle,
-    _load_mnist5k,
 )
+from bignas.data.mnist5k import load_mnist5k
 
 
 @pytest.fixture(scope="module")
@@ -417,7 +417,7 @@ def test_corrupt_mnist5k_file(tmp_path, content, message):
     else:
         path.write_bytes(content)
     with pytest.raises(DataError, match=message) as info:
-        _load_mnist5k(path, "mnist5k")
+        load_mnist5k(path, "mnist5k")
     assert str(path) in str(info.value)
 
 

@@ -4,6 +4,7 @@ import random
 import shutil
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,16 @@ from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import ProfileError, load_profile
-from bignas.latency.table import LatencyTable, TableError, make_header, read_table, write_table
+from bignas.latency.table import LatencyTable, TableError, make_header, read_table, shipped_tables, write_table
+from bignas.schema import shipped
 from bignas.space import load_space
 from bignas.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
-TABLES = sorted(p for p in (ROOT / "latency_tables").glob("*/*.json") if not p.name.endswith(".check.json"))
+# Shipped profiles and tables are package data, listed by the package itself.
+PACKAGE = resources.files("bignas")
+PROFILES = [PACKAGE / "profiles" / f"{name}.yaml" for name in shipped("profiles")]
+TABLES = [PACKAGE / "latency_tables" / f"{name}.json" for name in shipped_tables()]
 
 # Two resolutions so that one dynamic-size export serves two table entries; SE and no SE; a
 # stage with elastic depth and expand. Small enough to export and time in a few seconds.
@@ -115,10 +119,10 @@ def test_profile_onnx_runtime_rejects(tmp_path):
                              + "session_config: {session.intra_op_thread_affinities: 'zz'}\n"))
     with pytest.raises(ProfileError, match=r"conf\.yaml: field 'session_config': ONNX Runtime rejects it"):
         open_session(bad, reference)
-    spin = load_profile(ROOT / "profiles" / "cpu-2t.yaml")
+    spin = load_profile("cpu-2t")
     assert spin.session_config == {"session.intra_op.allow_spinning": "0"}
     open_session(spin, reference)
-    cuda = load_profile(ROOT / "profiles" / "cuda.yaml")
+    cuda = load_profile("cuda")
     import onnxruntime as ort
     if cuda.provider not in ort.get_available_providers():  # never silently fall back to the CPU
         with pytest.raises(ProfileError, match=r"cuda\.yaml: field 'provider': 'CUDAExecutionProvider' is not available"):

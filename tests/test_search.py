@@ -15,8 +15,8 @@ from bignas.errors import BignasError
 from bignas.latency.fit import predict
 from bignas.latency.table import TableError, read_table, write_table
 from bignas.nn import extract
-from bignas.search.constraints import SearchError
-from bignas.search.run import search_run
+from bignas.search.command import search_run
+from bignas.search.problem import SearchError
 from bignas.space import load_space
 from bignas.train.recipe import load_run
 from test_latency import FAST_PROFILE, TINY_SPACE

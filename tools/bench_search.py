@@ -5,7 +5,7 @@ For each budget and seed, both strategies search the same run under the same lat
 top-1 of the best child over the seeds, and the search time per candidate considered, excluding
 accuracy evaluations. Evaluations are cached in RUN/accuracy.jsonl, so reruns are quick.
 
-Usage: python tools/bench_search.py --run runs/quickstart --table latency_tables/cpu-1t/cifar-small.json
+Usage: python tools/bench_search.py --run runs/quickstart --table bignas/latency_tables/cpu-1t/cifar-small.json
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 from bignas.data import load_dataset
 from bignas.latency.fit import predict
 from bignas.latency.table import read_table
-from bignas.search.constraints import Constraints, Device
+from bignas.search import driver
 from bignas.search.evaluator import Evaluator
-from bignas.search.run import search
+from bignas.search.problem import Problem, Target
 from bignas.train.recipe import load_run
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     space, config, supernet = load_run(args.run, "cpu")
     table = read_table(args.table, space.hash)
     limit = args.max_latency_ms or (predict(table, space, space.min()) + predict(table, space, space.max())) / 2
-    constraints = Constraints(space, (Device(table.header["profile"], table, limit),))
+    problem = Problem(space, (Target(table.header["profile"], table, limit),))
     dataset = load_dataset(config.data, image_size=config.image_size, workers=config.workers)
     evaluator = Evaluator(supernet, space, dataset, args.run, data_spec=config.data,
                           calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size)
@@ -52,7 +52,7 @@ def main() -> None:
         for strategy in ("coarse-to-fine", "random"):
             best, overhead = [], []
             for seed in range(args.seeds):
-                doc = search(constraints, evaluator, strategy=strategy, budget=budget, seed=seed)
+                doc = driver.run(strategy, problem, evaluator, budget, seed)
                 result = doc["devices"][0]
                 best.append(result["best"]["top1_val"])
                 overhead.append(result["overhead_ms_per_candidate"])

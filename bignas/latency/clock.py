@@ -18,8 +18,8 @@ def table_clock(table: LatencyTable) -> Iterator[Callable[[Path], float]]:
     its median relative to the interleaved reference, times the table's `reference_ms`. Refuses a
     host that is not the device the table describes."""
     here = device_description()
-    if table.header["device"] != here:
-        raise TableError(f"{table.path}: measured on '{table.header['device']}', this machine is '{here}': "
+    if table.header["host"] != here:
+        raise TableError(f"{table.path}: measured on '{table.header['host']}', this machine is '{here}': "
                          f"time models on the device the table describes")
     with tempfile.TemporaryDirectory() as tmp:
         reference = Path(tmp) / "reference.onnx"

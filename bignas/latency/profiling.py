@@ -20,11 +20,14 @@ from bignas.latency.profiles import DeviceProfile
 from bignas.latency.table import LatencyTable, check_space, read_table, write_table
 from bignas.space import SearchSpace, load_space
 
+# The user's own tables, relative to the current directory (the shipped ones are package data:
+# `table.shipped_tables`).
 TABLES = Path("latency_tables")
 
 
-def default_table_path(profile: DeviceProfile, space: SearchSpace) -> Path:
-    return TABLES / profile.name / f"{space.name}.json"
+def default_table_path(profile: DeviceProfile, space: SearchSpace, root: str | Path = TABLES) -> Path:
+    """Where `bignas profile` writes a table by default: `ROOT/PROFILE/SPACE.json`."""
+    return Path(root) / profile.name / f"{space.name}.json"
 
 
 def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 30,

@@ -12,6 +12,7 @@ import datetime
 import os
 import platform
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from bignas.io import read_json, write_json
 from bignas.latency.profiles import DeviceProfile
 
 FORMAT = "bignas-latency-table"
-SCHEMA = 1
-HEADER_FIELDS = ("schema", "profile", "device", "accelerator", "onnxruntime", "provider", "threads", "batch",
+SCHEMA = 2
+HEADER_FIELDS = ("schema", "profile", "host", "accelerator", "onnxruntime", "provider", "threads", "batch",
                  "space", "space_hash", "date", "reference_ms", "settings")
 
 
@@ -69,7 +70,7 @@ def make_header(profile: DeviceProfile, space_name: str, space_hash: str, refere
     import onnxruntime as ort
 
     return {
-        "schema": SCHEMA, "profile": profile.name, "device": device_description(),
+        "schema": SCHEMA, "profile": profile.name, "host": device_description(),
         "accelerator": ort.get_device(), "onnxruntime": ort.__version__, "provider": profile.provider,
         "threads": {"intra_op": profile.intra_op_threads, "inter_op": profile.inter_op_threads},
         "batch": profile.batch, "space": space_name, "space_hash": space_hash,
@@ -84,9 +85,21 @@ def write_table(path: str | Path, table: LatencyTable) -> None:
     table.path = Path(path)
 
 
-def read_table(path: str | Path, space_hash: str | None = None) -> LatencyTable:
-    """Read and check a table; with `space_hash`, refuse a table measured for another space."""
-    path = Path(path)
+def shipped_tables() -> list[str]:
+    """Names (`PROFILE/SPACE`, e.g. `cpu-1t/cifar-small`) of the tables shipped with the package."""
+    root = resources.files("bignas") / "latency_tables"
+    return sorted(f"{d.name}/{f.name[:-5]}" for d in root.iterdir() if d.is_dir() for f in d.iterdir()
+                  if f.name.endswith(".json") and not f.name.endswith(".check.json"))
+
+
+def read_table(path_or_name: str | Path, space_hash: str | None = None) -> LatencyTable:
+    """Read and check a table: a path, or where no such file exists a shipped name (`cpu-1t/cifar-small`).
+    With `space_hash`, refuse a table measured for another space."""
+    path = Path(path_or_name)
+    if not path.exists() and str(path_or_name) in shipped_tables():
+        path = resources.files("bignas") / "latency_tables" / f"{path_or_name}.json"
+    elif not path.exists():
+        raise TableError(f"{path}: no such latency table (shipped: {', '.join(shipped_tables())})")
     data = read_json(path, "latency table", TableError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TableError(f"{path}: not a bignas latency table (field 'format' is not '{FORMAT}')")
@@ -96,6 +109,9 @@ def read_table(path: str | Path, space_hash: str | None = None) -> LatencyTable:
     header = data["header"]
     if not isinstance(header, dict):
         raise TableError(f"{path}: field 'header' must be an object")
+    if header.get("schema") == 1:
+        # Schema 1 called the host's CPU description "device" (the device is what the profile names).
+        header = {("host" if k == "device" else k): v for k, v in header.items()} | {"schema": SCHEMA}
     missing = [f for f in HEADER_FIELDS if f not in header]
     if missing:
         raise TableError(f"{path}: missing field 'header.{missing[0]}'")

@@ -1,15 +1,15 @@
 """Accuracy of many children for search: BN recalibration + validation top-1, cached by child hash.
 
 The cache is the run directory's `accuracy.jsonl`, append-only, one record per evaluated child,
-reused by every later search on the same weights, data and calibration size. Under torchrun the
-children still to evaluate are spread over the ranks.
+written as soon as that child is evaluated (a killed search loses at most the child in flight),
+and reused by every later search on the same weights, data and calibration size. Under torchrun
+the children still to evaluate go round the ranks in chunks of one child per rank.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -32,61 +32,80 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 class Evaluator:
-    """`evaluator(children) -> top-1 on the validation split`, each child evaluated at most once."""
+    """`evaluator(children) -> top-1 on the validation split`, each child evaluated at most once.
+
+    `evaluate_one(child) -> top-1` replaces the default (BN recalibration + val top-1 through
+    `evaluate_child`); the cache is keyed on `supernet`'s weights either way.
+    """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, run_dir: str | Path, *,
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 on_result: Callable[[], None] | None = None) -> None:
+                 on_result: Callable[[], None] | None = None,
+                 evaluate_one: Callable[[Child], float] | None = None) -> None:
         self.supernet, self.space, self.dataset = supernet, space, dataset
         self.calibration_images, self.batch_size = calibration_images, batch_size
         self.rank, self.world_size = rank, world_size
         self.on_result = on_result
+        self.evaluate_one = evaluate_one or self._evaluate
         self.path = Path(run_dir) / "accuracy.jsonl"
         self.context = {"weights": weights_digest(supernet), "data": data_spec, "split": "val",
                         "calibration_images": calibration_images}
+        self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
         self.cache = self._load()
         self.fresh = 0  # children evaluated by this evaluator (not found in the cache)
 
     def __call__(self, children: list[Child]) -> list[float]:
         todo = list({c.hash: c for c in children if c.hash not in self.cache}.values())
-        mine = todo[self.rank::self.world_size]
-        results = [(c.hash, self._evaluate(c)) for c in mine]
-        if self.world_size > 1:
-            gathered: list = [None] * self.world_size
-            dist.all_gather_object(gathered, results)
-            results = [r for part in gathered for r in part]
-        by_hash = {c.hash: c for c in todo}
-        for h, top1 in results:
-            self.cache[h] = top1
-            if self.rank == 0:
-                self._append(by_hash[h], top1)
-        self.fresh += len(results)
+        if self.world_size == 1:
+            for child in todo:
+                self._record(child, float(self.evaluate_one(child)))
+        else:  # each rank one child per chunk, gathered after every chunk
+            for i in range(0, len(todo), self.world_size):
+                chunk = todo[i:i + self.world_size]
+                mine = (chunk[self.rank].hash, float(self.evaluate_one(chunk[self.rank]))) \
+                    if self.rank < len(chunk) else None
+                gathered: list = [None] * self.world_size
+                dist.all_gather_object(gathered, mine)
+                by_hash = {c.hash: c for c in chunk}
+                for result in gathered:
+                    if result is not None:
+                        self._record(by_hash[result[0]], result[1])
         return [self.cache[c.hash] for c in children]
+
+    def known(self) -> dict[str, float]:
+        """Every cached accuracy for these weights and data: child hash -> val top-1."""
+        return dict(self.cache)
+
+    def _record(self, child: Child, top1: float) -> None:
+        self.cache[child.hash] = top1
+        self.fresh += 1
+        if self.rank == 0:
+            self._append(child, top1)
+        if self.on_result is not None:
+            self.on_result()
 
     def _evaluate(self, child: Child) -> float:
         top1, _ = evaluate_child(self.supernet, child, self.dataset, "val",
                                  calibration_images=self.calibration_images, batch_size=self.batch_size)
-        if self.on_result is not None:
-            self.on_result()
         return top1
 
     def _load(self) -> dict[str, float]:
         cache: dict[str, float] = {}
         if not self.path.exists():
             return cache
-        skipped = 0
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
                 if all(record.get(k) == v for k, v in self.context.items()):
                     cache[record["hash"]] = float(record["top1"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                skipped += 1  # a line cut short by a killed run: that child is simply evaluated again
-        if skipped:
-            print(f"{self.path}: skipped {skipped} unreadable line(s)", file=sys.stderr)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                self.skipped += 1  # a line cut short by a killed run: that child is simply evaluated again
         return cache
 
     def _append(self, child: Child, top1: float) -> None:
         record = {"hash": child.hash, "top1": top1, **self.context, "arch": child.to_dict(self.space)}
-        with open(self.path, "a") as f:  # one write per record: a kill loses at most the last line
-            f.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        with open(self.path, "a+b") as f:  # one write per record: a kill loses at most the last line
+            if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+                line = b"\n" + line  # after a line a kill cut short: start a fresh one
+            f.write(line)

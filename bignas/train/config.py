@@ -4,69 +4,74 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from bignas.errors import BignasError
+from bignas.schema import from_dict, load_yaml, rules, shipped
+
+# Numbers no config may make negative, and those that must be above zero.
+_NN, _POS = {"min": 0}, {"positive": True}
 
 
 class ConfigError(BignasError):
     """A config file or override that cannot be used; the message names the file and the key."""
 
+    noun = "key"  # as in the `key=value` overrides
+
 
 @dataclass(frozen=True)
 class SandwichConfig:
-    num_random: int = 2  # random children per step besides the largest and the smallest (BigNAS Sec. 3.1)
+    num_random: int = rules(2, **_NN)  # random children per step besides the largest and the smallest (BigNAS Sec. 3.1)
     distill: bool = True  # inplace distillation: other children learn the largest child's soft labels
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    dropout: float = 0.0  # before the classifier, largest child only
-    drop_connect: float = 0.0  # stochastic depth of residual blocks, largest child only, scaled by depth
+    dropout: float = rules(0.0, **_NN)  # before the classifier, largest child only
+    drop_connect: float = rules(0.0, **_NN)  # stochastic depth of residual blocks, largest child only, scaled by depth
     zero_init_last_bn: bool = True  # BigNAS Sec. 3.2: each residual block starts as identity
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "sgd"  # "sgd" (with momentum, Nesterov by default) or "rmsprop"
-    lr: float = 0.1  # peak learning rate for the global batch
-    momentum: float = 0.9
+    name: Literal["sgd", "rmsprop"] = "sgd"  # SGD with momentum (Nesterov by default) or RMSProp
+    lr: float = rules(0.1, **_POS)  # peak learning rate for the global batch
+    momentum: float = rules(0.9, **_NN)
     nesterov: bool = True
-    weight_decay: float = 5e-5  # on conv / linear weights only, not on BN or biases
-    alpha: float = 0.9  # RMSProp smoothing
-    eps: float = 1e-3  # RMSProp epsilon (EfficientNet / BigNAS value)
-    label_smoothing: float = 0.0  # on the largest child's label loss
-    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+    weight_decay: float = rules(5e-5, **_NN)  # on conv / linear weights only, not on BN or biases
+    alpha: float = rules(0.9, **_NN)  # RMSProp smoothing
+    eps: float = rules(1e-3, **_POS)  # RMSProp epsilon (EfficientNet / BigNAS value)
+    label_smoothing: float = rules(0.0, **_NN)  # on the largest child's label loss
+    grad_clip: float | None = rules(None, **_POS)  # max global gradient norm; None: no clipping
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak
-    decay: str = "cosine"  # "cosine", "exponential" or "constant"
-    decay_rate: float = 0.97  # exponential: factor per epoch
-    floor: float = 0.05  # constant ending at this fraction of the peak (BigNAS Sec. 3.2)
+    warmup_epochs: float = rules(0.0, **_NN)  # linear warm-up from 0 to the peak
+    decay: Literal["cosine", "exponential", "constant"] = "cosine"
+    decay_rate: float = rules(0.97, **_POS)  # exponential: factor per epoch
+    floor: float = rules(0.05, **_NN)  # constant ending at this fraction of the peak (BigNAS Sec. 3.2)
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int = 200  # also at every epoch end
-    keep: int = 2
+    every_steps: int = rules(200, **_POS)  # also at every epoch end
+    keep: int = rules(2, **_POS)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    calibration_images: int = 2000  # training images to re-estimate BN statistics of a child
-    batch_size: int = 200
-    every_epochs: int = 1  # top-1 of the largest and smallest child on val; 0 disables
+    calibration_images: int = rules(2000, **_NN)  # training images to re-estimate BN statistics of a child
+    batch_size: int = rules(200, **_POS)
+    every_epochs: int = rules(1, **_NN)  # top-1 of the largest and smallest child on val; 0 disables
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    every_steps: int = 10
+    every_steps: int = rules(10, **_POS)
     tensorboard: bool = True  # written when the tensorboard package is installed
 
 
@@ -74,15 +79,15 @@ class LogConfig:
 class TrainConfig:
     space: str = "cifar-small"
     data: str = "mnist5k"
-    epochs: int = 10
-    batch_size: int = 64  # per process; the global batch is batch_size x world size
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    epochs: int = rules(10, **_POS)
+    batch_size: int = rules(64, **_POS)  # per process; the global batch is batch_size x world size
+    seed: int = rules(0, **_NN)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
     channels_last: bool = False
     sync_bn: bool = True  # with several processes, BN statistics over the global batch
-    workers: int = 2  # ImageFolder decoding processes
-    image_size: int = 224  # ImageFolder decode size
+    workers: int = rules(2, **_NN)  # ImageFolder decoding processes
+    image_size: int = rules(224, **_POS)  # ImageFolder decode size
     sandwich: SandwichConfig = field(default_factory=SandwichConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -95,32 +100,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {"device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16"),
-            "optimizer.name": ("sgd", "rmsprop"), "schedule.decay": ("cosine", "exponential", "constant")}
-
-
 def recipe_names() -> list[str]:
-    folder = resources.files("bignas") / "recipes"
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return [f"{name}.yaml" for name in shipped("recipes")]
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
     """The mapping in a config file (a path, or the name of a shipped recipe such as quickstart.yaml)."""
-    p = Path(path)
-    name = p.name if p.suffix else p.name + ".yaml"
-    if p.is_file():
-        text, source = p.read_text(), str(p)
-    elif len(p.parts) == 1 and name in recipe_names():
-        text, source = (resources.files("bignas") / "recipes" / name).read_text(), f"bignas/recipes/{name}"
-    else:
-        raise ConfigError(f"{path}: no such config file (shipped recipes: {', '.join(recipe_names())})")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: malformed YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    return data, source
+    return load_yaml(path, "recipes", ConfigError)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -135,7 +121,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
-    return _build(TrainConfig, data, source, "")
+    return from_dict(TrainConfig, data, source, ConfigError)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -145,42 +131,3 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"override {key!r}: {p!r} is not a section")
     data[last] = value
-
-
-def _build(cls, data: Any, source: str, prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(fields))})")
-    values = {}
-    for name, value in data.items():
-        f, key = fields[name], prefix + name
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            values[name] = _build(type(default), value, source, key + ".")
-        else:
-            values[name] = _check_value(value, default, f.type, source, key)
-    return cls(**values)
-
-
-def _check_value(value: Any, default: Any, type_text: str, source: str, key: str) -> Any:
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{source}: '{key}' = {value!r} is not one of {list(_CHOICES[key])}")
-    if value is None and "None" in str(type_text):
-        return None
-    if isinstance(default, bool) or "bool" == type_text:
-        ok = isinstance(value, bool)
-    elif isinstance(default, int) and "float" not in str(type_text):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float) or "float" in str(type_text):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ConfigError(f"{source}: '{key}' = {value!r} has the wrong type (expected {type_text})")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{source}: '{key}' = {value!r} must not be negative")
-    return value

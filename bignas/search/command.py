@@ -1,0 +1,65 @@
+"""`bignas search`: load a trained run and latency tables, search, write OUT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bignas.search.problem import Problem, SearchError, Target
+
+
+def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
+               max_mflops: float | None = None, max_params_m: float | None = None,
+               strategy: str = "coarse-to-fine", budget: int = 40, seed: int = 0, data: str | None = None,
+               device: str = "auto", quiet: bool = False) -> dict[str, Any] | None:
+    """Search the run's supernet for the best child per table under its budget; write OUT/search.json,
+    the Pareto plots and the best children (see `report.write_results`). Returns the search.json
+    document (None on ranks other than 0 under torchrun)."""
+    from tqdm import tqdm
+
+    from bignas.data import load_dataset
+    from bignas.latency.table import read_table
+    from bignas.search import driver
+    from bignas.search.evaluator import Evaluator
+    from bignas.search.report import check_out, write_results
+    from bignas.search.strategies import get_strategy
+    from bignas.train.distributed import Distributed
+    from bignas.train.recipe import load_run
+
+    if limits and len(limits) != len(tables):
+        raise SearchError(f"{len(tables)} latency tables but {len(limits)} latency budgets: give one budget per table")
+    if budget < 1:
+        raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
+    info = get_strategy(strategy)
+    check_out(out)
+
+    # The trained run: space, supernet, and what its accuracy is measured on.
+    space, config, supernet = load_run(run, device)
+    data = data or config.data
+    dataset = load_dataset(data, image_size=config.image_size, workers=config.workers)
+    calibration_images, eval_batch_size = config.eval.calibration_images, config.eval.batch_size
+
+    targets, names = [], set()
+    for i, path in enumerate(tables):
+        table = read_table(path, space.hash)
+        name = table.header["profile"] if table.header["profile"] not in names else f"{table.header['profile']}-{i}"
+        names.add(name)
+        targets.append(Target(name, table, limits[i] if limits else None))
+    problem = Problem(space, tuple(targets), max_mflops, max_params_m)
+    dist = Distributed.from_env(device)
+    searches = 1 if info.multi_target else max(1, len(targets))
+    bar = tqdm(total=budget * searches, unit="child", desc="search", disable=quiet or not dist.is_main,
+               dynamic_ncols=True)
+    evaluator = Evaluator(supernet, space, dataset, run, data_spec=data, calibration_images=calibration_images,
+                          batch_size=eval_batch_size, rank=dist.rank, world_size=dist.world_size,
+                          on_result=lambda: bar.update(1))
+    try:
+        doc = driver.run(strategy, problem, evaluator, budget, seed)
+    finally:
+        bar.close()
+        dist.close()
+    doc.update(run=str(run), data=data, evaluated_fresh=evaluator.fresh, cache_lines_skipped=evaluator.skipped)
+    if not dist.is_main:
+        return None
+    write_results(doc, Path(out))
+    return doc

@@ -1,0 +1,51 @@
+"""The ask/tell protocol every strategy follows, and the bounded helpers they share.
+
+A strategy proposes children (`ask`) and learns their accuracy (`tell`); it knows nothing of
+models, data or devices. The driver owns the budget, dedup, feasibility checks and timing.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, Union
+
+from bignas.space import Child, SearchSpace
+
+if TYPE_CHECKING:
+    from bignas.search.problem import Evaluated, Problem, TargetView
+
+MAX_TRIES = 200  # candidates drawn per feasible one before giving up on a region
+Fits = Callable[[Child], bool]
+
+
+class Strategy(Protocol):
+    def ask(self, n: int) -> list[Child]:
+        """At most `n` children not asked before; [] when the strategy has nothing more to propose."""
+
+    def tell(self, results: Sequence["Evaluated"]) -> None:
+        """The evaluated children of the last `ask`, in its order."""
+
+
+# A single-target strategy gets a TargetView (fits / budget_use bound to one target); a
+# multi-target one the whole Problem. `budget` is the number of evaluations it will be granted.
+StrategyFactory = Callable[[Union["TargetView", "Problem"], random.Random, int], Strategy]
+
+
+def feasible_variant(space: SearchSpace, parent: Child, fits: Fits, rng: random.Random, prob: float,
+                     seen: set[str]) -> Child | None:
+    """A feasible mutation of `parent` not in `seen`, or None after MAX_TRIES candidates."""
+    for _ in range(MAX_TRIES):
+        child = space.mutate(parent, rng, prob)
+        if child.hash not in seen and fits(child):
+            return child
+    return None
+
+
+def random_feasible(space: SearchSpace, fits: Fits, rng: random.Random, seen: set[str]) -> Child | None:
+    """A uniformly random feasible child not in `seen`, or None after 2 x MAX_TRIES candidates."""
+    for _ in range(MAX_TRIES):
+        child = space.sample(rng)
+        if child.hash not in seen and fits(child):
+            return child
+    # Random children rarely meet a tight budget: mutate the smallest child instead.
+    return feasible_variant(space, space.min(), fits, rng, 0.3, seen)
