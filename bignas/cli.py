@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "where it stopped. For a device without PyTorch: --bundle DIR here, then "
                                    "`python -m bignas.latency.device DIR --out FILE` on the device, then "
                                    "--calibrate FILE here.")
-    p.add_argument("--profile", help="device profile YAML (e.g. profiles/cpu-1t.yaml); required unless --calibrate")
+    p.add_argument("--profile", help="device profile: a shipped name (cpu-1t, cpu-2t, cuda) or a YAML file; required unless --calibrate")
     p.add_argument("--space", default=None,
                    help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
                         "(default: ofa-mbv3; with --calibrate: the table's)")

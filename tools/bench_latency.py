@@ -1,7 +1,7 @@
 """Benchmark a device profile end to end: profile + calibration wall time, then latency-check.
 
-    python tools/bench_latency.py --profile profiles/cpu-1t.yaml --space cifar-small
-    python tools/bench_latency.py --profile profiles/cpu-1t.yaml --space ofa-mbv3 --out latency_tables/cpu-1t/ofa-mbv3.json
+    python tools/bench_latency.py --profile cpu-1t --space cifar-small
+    python tools/bench_latency.py --profile cpu-1t --space ofa-mbv3 --out latency_tables/cpu-1t/ofa-mbv3.json
 
 Prints one JSON object: machine, threads, profile seconds (wall and CPU), table size and the
 latency-check figures (targets for cpu-1t: within_10pct >= 0.90, within_5pct >= 0.60,
@@ -26,7 +26,7 @@ from bignas.space import load_space
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="profiles/cpu-1t.yaml")
+    parser.add_argument("--profile", default="cpu-1t")
     parser.add_argument("--space", default="cifar-small")
     parser.add_argument("--out", help="table to write (default latency_tables/PROFILE/SPACE.json)")
     parser.add_argument("--calibration-children", type=int, default=30)
