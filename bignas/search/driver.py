@@ -13,25 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bignas.search.problem import Evaluated, Problem, SearchError, Target
+from bignas.search.problem import Evaluated, Problem, Search, SearchError, Target
 from bignas.search.report import document
 from bignas.search.strategies import get_strategy
 from bignas.seeds import derive_seed
 from bignas.space import Child
 
 Evaluate = Callable[[list[Child]], list[float]]
-
-
-@dataclass
-class Search:
-    """One search: what it evaluated (in order) and what it cost besides the evaluations."""
-
-    strategy: str
-    targets: tuple[Target | None, ...]  # (one target or None) for a single-target strategy
-    evaluated: list[Evaluated]
-    eval_s: float
-    overhead_s: float
-    considered: int  # feasibility checks the strategy made (candidates considered)
 
 
 def run(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int) -> dict[str, Any]:

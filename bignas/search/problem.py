@@ -125,3 +125,15 @@ class TargetView:
 
     def budget_use(self, child: Child) -> float:
         return self.problem.budget_use(child, self.target)
+
+
+@dataclass
+class Search:
+    """One search: what it evaluated (in order) and what it cost besides the evaluations."""
+
+    strategy: str
+    targets: tuple[Target | None, ...]  # (one target or None) for a single-target strategy
+    evaluated: list[Evaluated]
+    eval_s: float
+    overhead_s: float
+    considered: int  # feasibility checks the strategy made (candidates considered)

@@ -11,18 +11,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bignas.io import write_json
-from bignas.search.problem import Problem, SearchError, Target
-
-if TYPE_CHECKING:
-    from bignas.search.driver import Search
+from bignas.search.problem import Problem, Search, SearchError, Target
 
 OUTPUTS = ("search.json", "pareto*.png", "best*.json")  # what a search writes into OUT
 
 
-def document(problem: Problem, strategy: str, budget: int, seed: int, searches: list["Search"]) -> dict[str, Any]:
+def document(problem: Problem, strategy: str, budget: int, seed: int, searches: list[Search]) -> dict[str, Any]:
     """The search.json document: the problem, and one result per target ("devices", kept for compatibility)."""
     return {"space": problem.space.name, "space_hash": problem.space.hash, "strategy": strategy, "budget": budget,
             "seed": seed,
@@ -32,7 +29,7 @@ def document(problem: Problem, strategy: str, budget: int, seed: int, searches: 
             "devices": [target_result(problem, target, search) for search in searches for target in search.targets]}
 
 
-def target_result(problem: Problem, target: Target | None, search: "Search") -> dict[str, Any]:
+def target_result(problem: Problem, target: Target | None, search: Search) -> dict[str, Any]:
     """One target's result: every child the search evaluated, the Pareto front and the best child
     that meets this target's budgets (highest top-1; among equals, the cheapest)."""
     space = problem.space
