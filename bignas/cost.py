@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bignas.space import Child, SearchSpace
 from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan, plan
+from bignas.space import Child, SearchSpace
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from bignas.space import Child, SearchSpace, StageChoice
 from bignas.plan import BlockPlan, Entry, plan
+from bignas.space import Child, SearchSpace, StageChoice
 
 
 # Short, fixed names keep the string keys readable; a plan field without one fails loudly here.

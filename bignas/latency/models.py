@@ -27,7 +27,6 @@ REFERENCE = BlockKey.of(BlockPlan(stage=0, index=0, in_ch=24, out_ch=24, mid_ch=
                                   stride=1, se_mid=0, act="relu", se_act="relu", se_gate="sigmoid", resolution=28))
 
 
-
 def build_module(key: BlockKey) -> nn.Module:
     """The exact module a static child runs for this key (random weights: timing only)."""
     return static_block(key.entry)

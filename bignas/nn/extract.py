@@ -6,8 +6,8 @@ import torch
 
 from bignas.nn.child import StaticNet
 from bignas.nn.supernet import Supernet
-from bignas.space import Child
 from bignas.plan import plan
+from bignas.space import Child
 
 
 @torch.no_grad()

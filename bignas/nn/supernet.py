@@ -8,8 +8,8 @@ from torch import Tensor, nn
 from bignas.nn.blocks import State, prefixed
 from bignas.nn.ops import GradSlices, view
 from bignas.nn.registry import elastic_block
-from bignas.space import Child, SearchSpace
 from bignas.plan import Plan, plan
+from bignas.space import Child, SearchSpace
 
 
 class Supernet(nn.Module):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from bignas.search.problem import Evaluated, Problem, Search, SearchError, Target
