@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.space import SpaceError, load_space, space_names
+from bignas.space import load_space, space_names
+from bignas.train.config import DEVICES
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -75,45 +76,33 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bignas.train.config import load_config
-    from bignas.train.recipe import Recipe
+    from bignas.train.recipe import train_run
+    from bignas.train.run_dir import RunDir
 
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"epochs={args.epochs}")
     if args.data is not None:
         overrides.append(f"data={args.data}")
-    run = Path(args.out)
+    run = RunDir(args.out)
     # A resumed run continues from its own saved config; overrides still apply on top of it.
-    config = load_config(run / "config.yaml" if args.resume else args.config, overrides)
-    recipe = Recipe(config, run, show_progress=not args.quiet)
-    try:
-        recipe.setup(resume=args.resume)
-        last = recipe.train()
-    finally:
-        recipe.close()
-    if recipe.dist.is_main:
-        print(json.dumps({"run": str(run), "steps": recipe.step, **{k: v for k, v in last.items() if k != "kind"}}))
+    config = run.read_config(overrides) if args.resume else load_config(args.config, overrides)
+    summary = train_run(config, run.path, resume=args.resume, show_progress=not args.quiet)
+    if summary is not None:
+        print(json.dumps(summary))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bignas.data import load_dataset
-    from bignas.evaluate import evaluate_child
-    from bignas.train.recipe import load_run
+    from bignas.train.distributed import pick_device
+    from bignas.train.run_dir import TrainedRun
 
-    space, config, supernet = load_run(args.run, args.device)
+    run = TrainedRun.open(args.run, pick_device(args.device))
+    space = run.space
     child = {"max": space.max, "min": space.min}.get(args.arch)
     child = child() if child else space.load_child(args.arch)
-    dataset = load_dataset(args.data or config.data, image_size=config.image_size, workers=config.workers)
-    if dataset.num_classes != space.num_classes:
-        raise SpaceError(f"{args.data}: {dataset.num_classes} classes, but run {args.run} was trained "
-                         f"for {space.num_classes}")
-    top1, _ = evaluate_child(supernet, child, dataset, args.split,
-                             calibration_images=config.eval.calibration_images,
-                             batch_size=config.eval.batch_size)
+    top1, _ = run.evaluate(child, run.dataset(args.data), args.split)
     cost = child_cost(space, child)
     print(json.dumps({"arch": child.to_dict(space), "resolution": child.resolution, "top1": round(top1, 6),
                       "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
@@ -148,6 +137,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     quickstart(args.out, quiet=args.quiet)
     return 0
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="torch device for the supernet (default: auto, CUDA when available; under torchrun "
+                        "each process takes the GPU of its LOCAL_RANK)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--split", choices=["val", "test"], default="val",
                    help="'val' (held out of training; what search uses) or 'test' (final reports only)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    _add_device(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("profile", help="measure a device's latency table with ONNX Runtime",
@@ -259,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
 
@@ -272,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
     p.add_argument("--table", help="latency table of the target device")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    _add_device(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="train, profile, search and export on the embedded dataset, on this CPU",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from bignas.io import atomic_path
+from bignas.errors import BignasError
 from bignas.onnx_io import export_onnx, onnx_max_abs_diff
+from bignas.weights import load_weights, save_weights
 
 CHILD_FORMAT = "bignas-child"
 
@@ -20,25 +20,18 @@ def save_child(static: nn.Module, space, child, path: str | Path) -> None:
     plain = json.loads(json.dumps({"space": space.to_dict(), "arch": child.to_dict(space)}))  # lists, not tuples
     state = {"format": CHILD_FORMAT, **plain,
              "state_dict": {k: v.detach().cpu() for k, v in static.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_weights(state, path)
 
 
 def load_child(path: str | Path) -> nn.Module:
     """The static child saved by `bignas export` (child.pt), in eval mode, ready to run at its
     resolution; `model.arch` is its architecture dict."""
-    from bignas.errors import BignasError
     from bignas.nn.child import StaticNet
     from bignas.space import parse_space
     from bignas.plan import plan
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BignasError(f"{path}: no such file") from None
-    except Exception as e:
-        raise BignasError(f"{path}: not a readable child file ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != CHILD_FORMAT:
+    state = load_weights(path, "child file")
+    if state.get("format") != CHILD_FORMAT:
         raise BignasError(f"{path}: field 'format' is not {CHILD_FORMAT!r} (not written by 'bignas export'?)")
     space = parse_space(state["space"], f"{path}: space")
     child = space.child_from_dict(state["arch"], f"{path}: arch")
@@ -55,24 +48,22 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     import onnxruntime
 
     from bignas.cost import child_cost
-    from bignas.data import load_dataset, resize_batch
-    from bignas.errors import BignasError
+    from bignas.data import resize_batch
+    from bignas.evaluate import top1
     from bignas.io import write_json
     from bignas.latency.fit import predict
     from bignas.latency.table import read_table
-    from bignas.evaluate import evaluate_child, top1
-    from bignas.train.recipe import load_run
+    from bignas.train.distributed import pick_device
+    from bignas.train.run_dir import TrainedRun
 
-    space, config, supernet = load_run(run, device)
+    trained = TrainedRun.open(run, pick_device(device))
+    space, config = trained.space, trained.config
     child = space.load_child(arch)  # refuses an arch of another space, naming the field
     table = read_table(table_path, space.hash) if table_path is not None else None
     out = Path(out)
-    dataset = load_dataset(config.data, image_size=config.image_size, workers=config.workers)
-    top1_val, static = evaluate_child(supernet, child, dataset, "val",
-                                      calibration_images=config.eval.calibration_images,
-                                      batch_size=config.eval.batch_size)
-    dev = next(static.parameters()).device
-    top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, dev)
+    dataset = trained.dataset()
+    top1_val, static = trained.evaluate(child, dataset, "val")
+    top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, trained.device)
     static = static.cpu().eval()
     out.mkdir(parents=True, exist_ok=True)
     save_child(static, space, child, out / "child.pt")

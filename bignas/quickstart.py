@@ -53,20 +53,16 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
 
 
 def _train(run: Path, quiet: bool) -> None:
-    from bignas.train.checkpoint import latest_checkpoint
     from bignas.train.config import load_config
-    from bignas.train.recipe import Recipe
+    from bignas.train.recipe import train_run
+    from bignas.train.run_dir import RunDir
 
-    if (run / "supernet.pt").exists():
+    run_dir = RunDir(run)
+    if run_dir.final_file.exists():
         return
-    resume = latest_checkpoint(run) is not None
-    config = load_config(run / "config.yaml" if resume else "quickstart.yaml")
-    recipe = Recipe(config, run, show_progress=not quiet)
-    try:
-        recipe.setup(resume=resume)
-        recipe.train()
-    finally:
-        recipe.close()
+    resume = run_dir.latest_checkpoint() is not None
+    config = run_dir.read_config() if resume else load_config("quickstart.yaml")
+    train_run(config, run, resume=resume, show_progress=not quiet)
 
 
 def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable]:

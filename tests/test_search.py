@@ -18,7 +18,7 @@ from bignas.nn import extract
 from bignas.search.command import search_run
 from bignas.search.problem import SearchError
 from bignas.space import load_space
-from bignas.train.recipe import load_run
+from bignas.train.run_dir import TrainedRun
 from test_latency import FAST_PROFILE, TINY_SPACE
 from test_train import write_cifar10
 
@@ -137,8 +137,7 @@ def test_export_writes_a_consistent_checked_card(tiny_run, capsys):
     model = bignas.load_child(out / "child.pt")
     assert model.arch == child.to_dict(space)
     x = torch.randn(3, 3, child.resolution, child.resolution)
-    _, _, supernet = load_run(run, "cpu")
-    static = extract(supernet, child)
+    static = extract(TrainedRun.open(run, torch.device("cpu")).supernet, child)
     static.load_state_dict(torch.load(out / "child.pt", weights_only=True)["state_dict"])
     torch.testing.assert_close(model(x), static.eval()(x))
     (out / "truncated.pt").write_bytes((out / "child.pt").read_bytes()[:100])

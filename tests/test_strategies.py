@@ -172,7 +172,7 @@ def test_evaluator_appends_each_child_as_it_is_evaluated(tmp_path):
     model = torch.nn.Linear(2, 2)  # the cache is keyed on its weights
 
     def make(fn):
-        return Evaluator(model, space, None, tmp_path, data_spec="synthetic", calibration_images=8, batch_size=8,
+        return Evaluator(model, space, None, tmp_path / "accuracy.jsonl", data_spec="synthetic", calibration_images=8, batch_size=8,
                          evaluate_one=fn)
 
     with pytest.raises(RuntimeError, match="killed"):

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from bignas.cost import child_cost
 from bignas.onnx_io import export_onnx, onnx_max_abs_diff
-from bignas.nn import extract
+from bignas.nn import SupernetStep, extract
 from bignas.nn.ops import conv_index
+from bignas.nn.step import LAYOUT_HINT
 from bignas.space import load_space
 from bignas.plan import effective_kernel, plan
 from conftest import TEST_RESOLUTION, make_random_supernet, random_supernet
@@ -23,6 +24,12 @@ def children(space, n, seed=0):
 
 def resolution(name, child):
     return TEST_RESOLUTION[name] or child.resolution
+
+
+def training_step(net):
+    """A supernet training step: gradients zeroed in place before the forward, the layout hint
+    of sliced weights silenced, an optimizer step after (whose update leaves `.grad` as it is)."""
+    return SupernetStep(net, torch.optim.SGD(net.parameters(), lr=0.01))
 
 
 def test_supernet_equals_extracted_child(space_name):
@@ -60,7 +67,8 @@ def test_every_parameter_gets_a_gradient_under_the_largest_child(space_name):
     r = min(space.resolutions)  # large enough that no kernel is cropped
     assert all(b.kernel == max(space.stages[b.stage].kernels)
                for b in plan(space, child, r).blocks)
-    net(torch.randn(2, 3, r, r), child).logsumexp(1).sum().backward()
+    with training_step(net) as step:
+        step.backward(net(torch.randn(2, 3, r, r), child).logsumexp(1).sum())
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
@@ -74,11 +82,11 @@ def test_supernet_gradients_equal_the_extracted_childs(space_name):
         r = resolution(space_name, child)
         x = torch.randn(2, 3, r, r, generator=gen)
         static = extract(net, child, r)
-        net.zero_grad(set_to_none=True)
-        for _ in range(2):  # the second backward accumulates into the first's gradients
-            out = net(x, child)  # with gradients: the gradient leaves (ops.GradSlices)
-            torch.testing.assert_close(out, static(x), atol=1e-5, rtol=0)
-            out.logsumexp(1).sum().backward()
+        with training_step(net) as step:  # zeroes the previous child's gradients
+            for _ in range(2):  # the second backward accumulates into the first's gradients
+                out = net(x, child)  # with gradients: the gradient leaves (ops.GradSlices)
+                torch.testing.assert_close(out, static(x), atol=1e-5, rtol=0)
+                step.backward(out.logsumexp(1).sum())
         static(x).logsumexp(1).sum().backward()
         grads = copy.deepcopy(net)  # a supernet holding the gradients as its weights
         with torch.no_grad():
@@ -98,13 +106,12 @@ def test_gradient_leaves_are_reused_and_follow_moved_storage():
     net = make_random_supernet("cifar-small").train()
     child = net.space.min()
     x = torch.randn(2, 3, 28, 28)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     w = net.stages[1][0].project.conv.weight  # sliced by the smallest child (width 32 of 40)
 
-    def step(model):
-        model.zero_grad(set_to_none=False)
-        out = model(x, child)
-        out.logsumexp(1).sum().backward()
+    def step(model):  # SGD keeps no state: a fresh one steps as the same one would
+        with SupernetStep(model, torch.optim.SGD(model.parameters(), lr=0.1)) as s:
+            out = model(x, child)
+            s.backward(out.logsumexp(1).sum())
         return out.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
 
     def leaves():
@@ -117,8 +124,7 @@ def test_gradient_leaves_are_reused_and_follow_moved_storage():
         for g, v in zip(got[1], want[1]):
             torch.testing.assert_close(g, v, atol=0, rtol=0)
 
-    step(net)
-    optimizer.step()
+    step(net)  # including an optimizer step: leaves must outlive the update
     made = leaves()
     check()
     assert leaves() == made and len(made) > 10  # reused, not made again
@@ -132,6 +138,7 @@ def test_gradient_leaves_are_reused_and_follow_moved_storage():
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")
+@pytest.mark.filterwarnings(f"ignore:{LAYOUT_HINT}:UserWarning")  # raw backward, outside a SupernetStep
 def test_backward_that_would_lose_sliced_gradients_is_refused():
     """Sliced weights add into `.grad` in place: a gradient replaced between forward and backward,
     or a backward that builds a graph, would lose them silently, so backward refuses."""
@@ -151,7 +158,8 @@ def test_backward_that_would_lose_sliced_gradients_is_refused():
 def test_smaller_child_leaves_unused_weights_without_gradient():
     space = load_space("cifar-small")
     net = make_random_supernet("cifar-small").train()
-    net(torch.randn(2, 3, 28, 28), space.min()).sum().backward()
+    with training_step(net) as step:
+        step.backward(net(torch.randn(2, 3, 28, 28), space.min()).sum())
     deepest = net.stages[1][2]  # stage 1 has depth 3 at most, min uses 1 block
     assert all(p.grad is None for p in deepest.parameters())
     w = net.stages[1][0].project.conv.weight  # min width 32 of 40

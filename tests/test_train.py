@@ -14,7 +14,8 @@ import yaml
 
 from bignas.train.checkpoint import CheckpointError, load_checkpoint
 from bignas.train.config import ConfigError, ScheduleConfig, load_config, recipe_names
-from bignas.train.recipe import Recipe, RunError
+from bignas.train.recipe import Recipe
+from bignas.train.run_dir import RunError
 from bignas.train.schedule import lr_factor
 
 

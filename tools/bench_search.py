@@ -17,13 +17,12 @@ import statistics
 
 import torch
 
-from bignas.data import load_dataset
 from bignas.latency.fit import predict
 from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.evaluator import Evaluator
 from bignas.search.problem import Problem, Target
-from bignas.train.recipe import load_run
+from bignas.train.run_dir import TrainedRun
 
 
 def main() -> None:
@@ -37,12 +36,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    space, config, supernet = load_run(args.run, "cpu")
+    run = TrainedRun.open(args.run, torch.device("cpu"))
+    space, config = run.space, run.config
     table = read_table(args.table, space.hash)
     limit = args.max_latency_ms or (predict(table, space, space.min()) + predict(table, space, space.max())) / 2
     problem = Problem(space, (Target(table.header["profile"], table, limit),))
-    dataset = load_dataset(config.data, image_size=config.image_size, workers=config.workers)
-    evaluator = Evaluator(supernet, space, dataset, args.run, data_spec=config.data,
+    evaluator = Evaluator(run.supernet, space, run.dataset(), run.dir.accuracy_file, data_spec=config.data,
                           calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; threads {args.threads}; "
           f"run {args.run}; space {space.name}; budget {limit:.4f} ms on {table.header['profile']}; "

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from bignas.nn import Supernet
+from bignas.nn import Supernet, SupernetStep
 from bignas.train.config import OptimizerConfig
 from bignas.train.recipe import make_optimizer, zero_init_last_bn
 from bignas.train.sandwich import children_for_step, sandwich_backward
@@ -39,6 +39,7 @@ def main() -> None:
     supernet = Supernet(space).train()
     zero_init_last_bn(supernet)
     optimizer = make_optimizer(supernet, OptimizerConfig())
+    step = SupernetStep(supernet, optimizer)  # zero in place, all children's backward, one optimizer step
     per_step = (2 + args.num_random) * args.batch
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; torch {torch.__version__}; "
           f"threads {args.threads}; batch {args.batch}; fp32; space {space.name}; "
@@ -47,15 +48,15 @@ def main() -> None:
         images = torch.randn(args.batch, 3, r, r)
         labels = torch.randint(0, space.num_classes, (args.batch,))
         times = []
-        for step in range(2 + args.steps):
+        for i in range(2 + args.steps):
             children = [dataclasses.replace(c, resolution=r)
-                        for c in children_for_step(space, 0, step, args.num_random)]
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=False)
-            sandwich_backward(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
-                              drop_connect=0.1, distill=True, autocast=contextlib.nullcontext)
-            optimizer.step()
-            if step >= 2:
+                        for c in children_for_step(space, 0, i, args.num_random)]
+            start = time.perf_counter()  # the whole step: zeroing, sandwich, optimizer step
+            with step:
+                sandwich_backward(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
+                                  drop_connect=0.1, distill=True, autocast=contextlib.nullcontext,
+                                  backward=step.backward)
+            if i >= 2:
                 times.append(time.perf_counter() - start)
         median = statistics.median(times)
         print(f"resolution {r:>3}: {per_step / median:7.1f} images/s  ({1e3 * median:.0f} ms per step)")

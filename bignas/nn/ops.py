@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bignas.nn.sync_bn import sync_batch_norm
 
 
 def make_act(name: str | None) -> nn.Module:
@@ -54,13 +54,14 @@ class GradSlices:
     costs more than the child's own convolutions. A leaf whose `.grad` already is a view of the
     parameter's gradient costs neither: autograd adds into an existing `.grad` in place, in C++.
     So the parameters get no autograd gradient of their own: `torch.autograd.grad` does not see
-    sliced weights, and data parallelism all-reduces `.grad` after backward
-    (bignas.train.distributed) instead of relying on DDP's autograd hooks.
+    sliced weights, and data parallelism all-reduces `.grad` after backward instead of relying
+    on DDP's autograd hooks.
 
     That holds under two conditions: `.grad` stays the same tensor from forward to backward
-    (zero it before the forward, or with `set_to_none=False`, as `bignas.train` does), and
-    backward runs without `create_graph`. Otherwise sliced weights would lose their gradients
-    silently, so a pass's backward checks both first (`begin` and `guard`) and refuses.
+    (zero it before the forward, or with `set_to_none=False`), and backward runs without
+    `create_graph`. Otherwise sliced weights would lose their gradients silently, so a pass's
+    backward checks both first (`begin` and `guard`) and refuses. `bignas.nn.step.SupernetStep`
+    keeps that contract for a training step.
 
     A leaf is a view of its parameter, so it stays valid from pass to pass: leaves are kept (a
     child's slices recur, the largest and smallest child every step). When the parameter or its
@@ -120,16 +121,6 @@ class GradSlices:
         return leaf
 
 
-@contextlib.contextmanager
-def strided_grads_ok() -> Iterator[None]:
-    """Silence autograd's one-time hint that a gradient's layout "may impair performance": a
-    `GradSlices` leaf that is a strided slice would like a contiguous gradient, and its gradient
-    is a slice of the parameter's by design. For the backward of a supernet pass."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        yield
-
-
 class ElasticConv2d(nn.Module):
     """A conv holding its largest weight; a child uses the first channels and the centre taps."""
 
@@ -158,8 +149,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose affine weights and running statistics are sliced to the active width.
 
     In training the sliced running statistics are views, so updates land in the full buffers.
-    With `process_group` set (by data-parallel setup), training statistics are those of the
-    global batch across all processes.
+    With `process_group` set (`Supernet.use_sync_batch_norm`), training statistics are those of
+    the global batch across all processes of that group (`sync_bn.sync_batch_norm`).
     """
 
     def __init__(self, num_features: int) -> None:
@@ -180,27 +171,6 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             if self.process_group is not None:
                 return sync_batch_norm(x, weight, bias, mean, var, factor, self.eps, self.process_group)
         return F.batch_norm(x, mean, var, weight, bias, self.training, factor, self.eps)
-
-
-def sync_batch_norm(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                    momentum: float, eps: float, group) -> Tensor:
-    """Training-mode batch norm over the union of every process's batch (differentiable)."""
-    from torch.distributed.nn.functional import all_reduce
-
-    c = x.shape[1]
-    xf = x.float()
-    local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)),
-                       xf.new_full((1,), x.numel() // c)])
-    total = all_reduce(local, group=group)
-    count = total[-1]
-    mean = total[:c] / count
-    var = total[c:2 * c] / count - mean * mean
-    with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-        running_var.mul_(1 - momentum).add_(var * count / (count - 1), alpha=momentum)
-    scale = weight * torch.rsqrt(var + eps)
-    shift = bias - mean * scale
-    return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
 
 
 class ElasticLinear(nn.Module):

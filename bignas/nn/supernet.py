@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from bignas.nn.blocks import State, prefixed
-from bignas.nn.ops import GradSlices, view
+from bignas.nn.ops import ElasticBatchNorm2d, GradSlices, view
 from bignas.nn.registry import elastic_block
 from bignas.plan import Plan, plan
 from bignas.space import Child, SearchSpace
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 
 class Supernet(nn.Module):
@@ -39,7 +44,8 @@ class Supernet(nn.Module):
 
         With gradients on, sliced weights add their gradients straight into `.grad`: keep each
         `.grad` from forward to backward, and backward without `create_graph`; backward refuses
-        otherwise (see `ops.GradSlices`, whose leaves this supernet keeps between passes)."""
+        otherwise (see `ops.GradSlices`, whose leaves this supernet keeps between passes;
+        `step.SupernetStep` trains under that contract)."""
         net = plan(self.space, child, resolution=x.shape[-1])
         grads = torch.is_grad_enabled()
         if grads:
@@ -52,6 +58,13 @@ class Supernet(nn.Module):
         if grads:
             self._grad_slices.guard(out)
         return out
+
+    def use_sync_batch_norm(self, group: ProcessGroup | None) -> None:
+        """Batch norm in training normalises with the statistics of the global batch of every
+        process in `group` (`sync_bn.sync_batch_norm`); None: each process's own batch again."""
+        for m in self.modules():
+            if isinstance(m, ElasticBatchNorm2d):
+                m.process_group = group
 
     def active_state(self, net: Plan) -> State:
         """The weights plan `net` uses, keyed as the state dict of its `StaticNet`."""

@@ -1,11 +1,21 @@
-"""`bignas search`: load a trained run and latency tables, search, write OUT."""
+"""`bignas search`: open a trained run and latency tables, search, write OUT."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from bignas.latency.table import read_table
+from bignas.search import driver
+from bignas.search.evaluator import Evaluator
 from bignas.search.problem import Problem, SearchError, Target
+from bignas.search.report import check_out, write_results
+from bignas.search.strategies import get_strategy
+from bignas.space import SearchSpace
+from bignas.train.distributed import Distributed
+from bignas.train.run_dir import TrainedRun
 
 
 def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
@@ -15,17 +25,6 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
     """Search the run's supernet for the best child per table under its budget; write OUT/search.json,
     the Pareto plots and the best children (see `report.write_results`). Returns the search.json
     document (None on ranks other than 0 under torchrun)."""
-    from tqdm import tqdm
-
-    from bignas.data import load_dataset
-    from bignas.latency.table import read_table
-    from bignas.search import driver
-    from bignas.search.evaluator import Evaluator
-    from bignas.search.report import check_out, write_results
-    from bignas.search.strategies import get_strategy
-    from bignas.train.distributed import Distributed
-    from bignas.train.recipe import load_run
-
     if limits and len(limits) != len(tables):
         raise SearchError(f"{len(tables)} latency tables but {len(limits)} latency budgets: give one budget per table")
     if budget < 1:
@@ -33,33 +32,35 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
     info = get_strategy(strategy)
     check_out(out)
 
-    # The trained run: space, supernet, and what its accuracy is measured on.
-    space, config, supernet = load_run(run, device)
-    data = data or config.data
-    dataset = load_dataset(data, image_size=config.image_size, workers=config.workers)
-    calibration_images, eval_batch_size = config.eval.calibration_images, config.eval.batch_size
-
-    targets, names = [], set()
-    for i, path in enumerate(tables):
-        table = read_table(path, space.hash)
-        name = table.header["profile"] if table.header["profile"] not in names else f"{table.header['profile']}-{i}"
-        names.add(name)
-        targets.append(Target(name, table, limits[i] if limits else None))
-    problem = Problem(space, tuple(targets), max_mflops, max_params_m)
-    dist = Distributed.from_env(device)
-    searches = 1 if info.multi_target else max(1, len(targets))
-    bar = tqdm(total=budget * searches, unit="child", desc="search", disable=quiet or not dist.is_main,
-               dynamic_ncols=True)
-    evaluator = Evaluator(supernet, space, dataset, run, data_spec=data, calibration_images=calibration_images,
-                          batch_size=eval_batch_size, rank=dist.rank, world_size=dist.world_size,
-                          on_result=lambda: bar.update(1))
+    dist = Distributed.from_env(device)  # under torchrun, each process evaluates on its own GPU
     try:
-        doc = driver.run(strategy, problem, evaluator, budget, seed)
+        trained = TrainedRun.open(run, dist.device)
+        data = data or trained.config.data
+        dataset = trained.dataset(data)
+        problem = Problem(trained.space, _targets(trained.space, tables, limits), max_mflops, max_params_m)
+        searches = 1 if info.multi_target else max(1, len(problem.targets))
+        with tqdm(total=budget * searches, unit="child", desc="search", disable=quiet or not dist.is_main,
+                  dynamic_ncols=True) as bar:
+            evaluator = Evaluator(trained.supernet, trained.space, dataset, trained.dir.accuracy_file,
+                                  data_spec=data, calibration_images=trained.config.eval.calibration_images,
+                                  batch_size=trained.config.eval.batch_size, rank=dist.rank,
+                                  world_size=dist.world_size, on_result=lambda: bar.update(1))
+            doc = driver.run(strategy, problem, evaluator, budget, seed)
     finally:
-        bar.close()
         dist.close()
     doc.update(run=str(run), data=data, evaluated_fresh=evaluator.fresh, cache_lines_skipped=evaluator.skipped)
     if not dist.is_main:
         return None
     write_results(doc, Path(out))
     return doc
+
+
+def _targets(space: SearchSpace, tables: list[str], limits: list[float]) -> tuple[Target, ...]:
+    """One target per table, named by its profile (made unique by position when two share one)."""
+    targets, names = [], set()
+    for i, path in enumerate(tables):
+        table = read_table(path, space.hash)
+        name = table.header["profile"] if table.header["profile"] not in names else f"{table.header['profile']}-{i}"
+        names.add(name)
+        targets.append(Target(name, table, limits[i] if limits else None))
+    return tuple(targets)

@@ -1,6 +1,6 @@
 """Accuracy of many children for search: BN recalibration + validation top-1, cached by child hash.
 
-The cache is the run directory's `accuracy.jsonl`, append-only, one record per evaluated child,
+The cache is a JSON-lines file (a run directory's `accuracy.jsonl`), append-only, one record per evaluated child,
 written as soon as that child is evaluated (a killed search loses at most the child in flight),
 and reused by every later search on the same weights, data and calibration size. Under torchrun
 the children still to evaluate go round the ranks in chunks of one child per rank.
@@ -38,7 +38,7 @@ class Evaluator:
     `evaluate_child`); the cache is keyed on `supernet`'s weights either way.
     """
 
-    def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, run_dir: str | Path, *,
+    def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, cache_file: str | Path, *,
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  on_result: Callable[[], None] | None = None,
                  evaluate_one: Callable[[Child], float] | None = None) -> None:
@@ -47,7 +47,7 @@ class Evaluator:
         self.rank, self.world_size = rank, world_size
         self.on_result = on_result
         self.evaluate_one = evaluate_one or self._evaluate
-        self.path = Path(run_dir) / "accuracy.jsonl"
+        self.path = Path(cache_file)
         self.context = {"weights": weights_digest(supernet), "data": data_spec, "split": "val",
                         "calibration_images": calibration_images}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -14,6 +14,10 @@ from bignas.schema import from_dict, load_yaml, rules, shipped
 
 # Numbers no config may make negative, and those that must be above zero.
 _NN, _POS = {"min": 0}, {"positive": True}
+
+
+Device = Literal["auto", "cpu", "cuda"]  # the torch device; "auto": CUDA when available
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 class ConfigError(BignasError):
@@ -82,7 +86,7 @@ class TrainConfig:
     epochs: int = rules(10, **_POS)
     batch_size: int = rules(64, **_POS)  # per process; the global batch is batch_size x world size
     seed: int = rules(0, **_NN)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available
+    device: Device = "auto"  # "auto": CUDA when available
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
     channels_last: bool = False
     sync_bn: bool = True  # with several processes, BN statistics over the global batch

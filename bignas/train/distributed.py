@@ -9,7 +9,26 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bignas.nn.ops import ElasticBatchNorm2d
+from bignas.errors import BignasError
+from bignas.nn import Supernet
+from bignas.train.config import DEVICES
+
+
+class DeviceError(BignasError):
+    """A device that was asked for and is not there."""
+
+
+def pick_device(choice: str, local_rank: int | None = None) -> torch.device:
+    """The torch device for `choice`; on CUDA, GPU `local_rank` (default: torchrun's LOCAL_RANK)."""
+    if choice not in DEVICES:
+        raise DeviceError(f"device {choice!r}: expected one of {', '.join(DEVICES)}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was asked for, but no CUDA device is available")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        rank = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
+        torch.cuda.set_device(rank)
+        return torch.device("cuda", rank)
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -23,34 +42,23 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @staticmethod
-    def pick_device(choice: str, local_rank: int) -> torch.device:
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but no CUDA device is available")
-        if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-            torch.cuda.set_device(local_rank)
-            return torch.device("cuda", local_rank)
-        return torch.device("cpu")
-
     @classmethod
     def from_env(cls, device: str) -> "Distributed":
         """One process, or the process group torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-        dev = cls.pick_device(device, local_rank)
+        dev = pick_device(device, local_rank)
         if world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return cls(rank, world_size, local_rank, dev)
 
-    def prepare(self, model: nn.Module, sync_bn: bool) -> None:
+    def prepare(self, model: Supernet, sync_bn: bool) -> None:
         """Start every process from rank 0's weights and buffers; with `sync_bn`, batch norm in
         training uses the statistics of the global batch."""
         if self.world_size == 1:
             return
         if sync_bn:
-            for m in model.modules():
-                if isinstance(m, ElasticBatchNorm2d):
-                    m.process_group = dist.group.WORLD
+            model.use_sync_batch_norm(dist.group.WORLD)
         with torch.no_grad():
             for t in model.state_dict().values():
                 dist.broadcast(t, src=0)

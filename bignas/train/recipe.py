@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
 from bignas.data import load_dataset
-from bignas.seeds import derive_seed
-from bignas.errors import BignasError
-from bignas.io import atomic_path, read_json, write_json
-from bignas.nn import Supernet
-from bignas.nn.ops import strided_grads_ok
 from bignas.evaluate import evaluate_child
-from bignas.space import load_space, parse_space
-from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from bignas.train.config import TrainConfig, config_from_dict
+from bignas.nn import Supernet, SupernetStep
+from bignas.seeds import derive_seed
+from bignas.space import load_space
+from bignas.train.checkpoint import CheckpointError
+from bignas.train.config import TrainConfig
 from bignas.train.distributed import Distributed
+from bignas.train.run_dir import RunDir, RunError
 from bignas.train.sandwich import children_for_step, sandwich_backward
 from bignas.train.schedule import lr_factor
-
-
-class RunError(BignasError):
-    """A run directory that cannot be used as asked (exists already, nothing to resume, ...)."""
 
 
 def zero_init_last_bn(supernet: Supernet) -> None:
@@ -52,16 +44,12 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 class Recipe:
-    """Train a supernet with the sandwich rule and inplace distillation into `run_dir`.
-
-    run_dir holds config.yaml (the full effective config), run.json (space, data, world
-    size), checkpoints/, metrics.jsonl, supernet.pt (final weights) and, when tensorboard is
-    installed, TensorBoard event files.
-    """
+    """Train a supernet with the sandwich rule and inplace distillation into `run_dir`
+    (laid out by `bignas.train.run_dir.RunDir`)."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, show_progress: bool = True) -> None:
         self.cfg = config
-        self.run = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.show_progress = show_progress
         self.dist: Distributed | None = None
 
@@ -89,24 +77,14 @@ class Recipe:
                            f"batch of {cfg.batch_size} x {self.dist.world_size}")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg.epochs, cfg.schedule))
+        self.training_step = SupernetStep(self.supernet, self.optimizer, grad_clip=cfg.optimizer.grad_clip,
+                                          average=self.dist.average_gradients)
         self.step = 0
         if resume:
             self.resume()
-        else:
-            if latest_checkpoint(self.run) is not None:
-                raise RunError(f"{self.run}: already holds a run; pass --resume to continue it or choose "
-                               f"another --out")
-            if self.dist.is_main:
-                self._write_run_files()
+        elif self.dist.is_main:
+            self.run.create(cfg, self.space, self.dataset.summary(), self.dist.world_size)
         self.writer = self._tensorboard() if self.dist.is_main else None
-
-    def _write_run_files(self) -> None:
-        self.run.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.run / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        write_json(self.run / "run.json", {"space": self.space.to_dict(), "space_hash": self.space.hash,
-                                           "data": self.dataset.summary(), "world_size": self.dist.world_size})
-        (self.run / "metrics.jsonl").write_text("")
 
     def _tensorboard(self):
         if not self.cfg.log.tensorboard:
@@ -115,7 +93,7 @@ class Recipe:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return None
-        return SummaryWriter(str(self.run / "tensorboard"))
+        return SummaryWriter(str(self.run.tensorboard_dir))
 
     # ------------------------------------------------------------------ train
 
@@ -140,19 +118,12 @@ class Recipe:
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
-                # Gradients stay allocated from forward to backward: sliced weights add into them in
-                # place (nn.ops.GradSlices).
-                self.optimizer.zero_grad(set_to_none=False)
-                with strided_grads_ok():
+                lr = self.optimizer.param_groups[0]["lr"]
+                with self.training_step as step:
                     parts = sandwich_backward(
                         self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
                         dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-                        distill=cfg.sandwich.distill, autocast=autocast)
-                self.dist.average_gradients(self.supernet)
-                if cfg.optimizer.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.optimizer.grad_clip)
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
+                        distill=cfg.sandwich.distill, autocast=autocast, backward=step.backward)
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
@@ -172,8 +143,7 @@ class Recipe:
                     self.save()
         bar.close()
         if self.dist.is_main:
-            with atomic_path(self.run / "supernet.pt") as tmp:
-                torch.save({"model": self.supernet.state_dict(), "space_hash": self.space.hash}, tmp)
+            self.run.save_final(self.supernet.state_dict(), self.space.hash)
         self.dist.barrier()
         return last
 
@@ -194,8 +164,7 @@ class Recipe:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.run.log(record)
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("kind", "step", "epoch"):
@@ -222,13 +191,10 @@ class Recipe:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-        save_checkpoint(self.run, self.step, state, self.cfg.checkpoint.keep)
+        self.run.save_checkpoint(self.step, state, self.cfg.checkpoint.keep)
 
     def resume(self) -> None:
-        path = latest_checkpoint(self.run)
-        if path is None:
-            raise RunError(f"{self.run}: no checkpoint to resume from (checkpoints/step-*.pt)")
-        state = load_checkpoint(path, self.space.hash)
+        path, state = self.run.load_latest_checkpoint(self.space.hash)
         try:
             self.supernet.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -240,38 +206,19 @@ class Recipe:
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path}: does not fit this run ({type(e).__name__}: {e})") from None
         if self.dist.is_main:
-            self._truncate_metrics()
-
-    def _truncate_metrics(self) -> None:
-        """Drop records a killed run wrote after its last checkpoint: they will be written again."""
-        path = self.run / "metrics.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in kept))
+            self.run.truncate_metrics(self.step)
 
 
-def load_run(run: str | Path, device: str = "auto"):
-    """The space, dataset spec and trained supernet of a finished (or running) run directory."""
-    run = Path(run)
-    meta_path = run / "run.json"
-    meta = read_json(meta_path, "run file (is this a directory written by 'bignas train'?)", RunError)
-    space = parse_space(meta["space"], str(meta_path))
-    final = run / "supernet.pt"
-    path = final if final.exists() else latest_checkpoint(run)
-    if path is None:
-        raise RunError(f"{run}: no weights yet (neither supernet.pt nor checkpoints/step-*.pt)")
-    if path == final:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or state.get("space_hash") != space.hash:
-            raise CheckpointError(f"{path}: field 'space_hash' does not match {meta_path}")
-    else:
-        state = load_checkpoint(path, space.hash)
-    supernet = Supernet(space)
-    supernet.load_state_dict(state["model"])
-    dev = Distributed.pick_device(device, 0)
-    config = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()), str(run / "config.yaml"))
-    return space, config, supernet.to(dev).eval()
+def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+              show_progress: bool = True) -> dict[str, Any] | None:
+    """`bignas train`: set up, train (or resume) and close; the last log record on rank 0, None
+    on the other ranks under torchrun."""
+    recipe = Recipe(config, run_dir, show_progress=show_progress)
+    try:
+        recipe.setup(resume=resume)
+        last = recipe.train()
+    finally:
+        recipe.close()
+    if not recipe.dist.is_main:
+        return None
+    return {"run": str(run_dir), "steps": recipe.step, **{k: v for k, v in last.items() if k != "kind"}}

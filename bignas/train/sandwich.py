@@ -31,8 +31,12 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
 
 def sandwich_backward(model: nn.Module, images: Tensor, labels: Tensor, children: list[Child], *,
                       label_smoothing: float, dropout: float, drop_connect: float, distill: bool,
-                      autocast: Callable[[], contextlib.AbstractContextManager]) -> list[Tensor]:
+                      autocast: Callable[[], contextlib.AbstractContextManager],
+                      backward: Callable[[Tensor], None]) -> list[Tensor]:
     """Forward and backward of every child of one step; gradients accumulate in `.grad`.
+
+    `backward` runs each child's loss backward: `SupernetStep.backward` (bignas.nn.step), whose
+    `with` block zeroes the gradients before and takes the optimizer step after.
 
     children[0] is the largest child: it learns from the labels, with dropout, drop-connect and
     label smoothing (regularisation on the largest child only). Every other child learns from
@@ -45,13 +49,13 @@ def sandwich_backward(model: nn.Module, images: Tensor, labels: Tensor, children
         logits = model(resize_batch(images, largest.resolution), largest,
                        dropout=dropout, drop_connect=drop_connect)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-    loss.backward()
+    backward(loss)
     teacher = F.softmax(logits.detach().float(), dim=1)
     parts = [loss.detach()]
     for child in others:
         with autocast():
             out = model(resize_batch(images, child.resolution), child).float()
             loss = soft_cross_entropy(out, teacher) if distill else F.cross_entropy(out, labels)
-        loss.backward()
+        backward(loss)
         parts.append(loss.detach())
     return parts

@@ -1,0 +1,163 @@
+"""The run directory, and a trained run opened from it. The only code that knows the layout:
+
+    RUN/config.yaml      the full effective training config
+    RUN/run.json         the search space, the dataset summary and the world size
+    RUN/metrics.jsonl    one record per log interval and per evaluated epoch
+    RUN/checkpoints/     step-XXXXXXXX.pt, the newest few (bignas.train.checkpoint)
+    RUN/supernet.pt      the final weights
+    RUN/accuracy.jsonl   the search's accuracy cache (bignas.search.evaluator)
+    RUN/tensorboard/     event files, when tensorboard is installed
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from bignas.data import Dataset, load_dataset
+from bignas.errors import BignasError
+from bignas.evaluate import evaluate_child
+from bignas.io import atomic_path, read_json, write_json
+from bignas.nn import Supernet
+from bignas.space import Child, SearchSpace, parse_space
+from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from bignas.train.config import TrainConfig, load_config
+from bignas.weights import load_weights, save_weights
+
+
+class RunError(BignasError):
+    """A run directory that cannot be used as asked (exists already, nothing to resume, ...)."""
+
+
+class RunDir:
+    """Paths, reads and writes of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config_file = self.path / "config.yaml"
+        self.meta_file = self.path / "run.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.final_file = self.path / "supernet.pt"
+        self.accuracy_file = self.path / "accuracy.jsonl"
+        self.tensorboard_dir = self.path / "tensorboard"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ training writes
+
+    def create(self, config: TrainConfig, space: SearchSpace, data: dict[str, Any], world_size: int) -> None:
+        """Start a fresh run: its config, space and data summary, and an empty metrics log."""
+        if self.latest_checkpoint() is not None or self.final_file.exists():
+            raise RunError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.config_file) as tmp:
+            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_json(self.meta_file, {"space": space.to_dict(), "space_hash": space.hash, "data": data,
+                                    "world_size": world_size})
+        self.metrics_file.write_text("")
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records a killed run wrote after `step`, its last checkpoint: they will be written again."""
+        lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
+        with atomic_path(self.metrics_file) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path:
+        return save_checkpoint(self.checkpoints, step, state, keep)
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.checkpoints)
+
+    def load_latest_checkpoint(self, space_hash: str) -> tuple[Path, dict[str, Any]]:
+        path = self.latest_checkpoint()
+        if path is None:
+            raise RunError(f"{self.path}: no checkpoint to resume from ({self.checkpoints.name}/step-*.pt)")
+        return path, load_checkpoint(path, space_hash)
+
+    def save_final(self, model_state: dict[str, Any], space_hash: str) -> None:
+        save_weights({"model": model_state, "space_hash": space_hash}, self.final_file)
+
+    # ------------------------------------------------------------------ reads
+
+    def read_config(self, overrides: list[str] | None = None) -> TrainConfig:
+        if not self.config_file.exists():
+            raise RunError(f"{self.path}: no {self.config_file.name} (is this a directory written by 'bignas train'?)")
+        return load_config(self.config_file, overrides)
+
+    def read_space(self) -> SearchSpace:
+        meta = read_json(self.meta_file, "run file (is this a directory written by 'bignas train'?)", RunError)
+        if not isinstance(meta, dict) or "space" not in meta:
+            raise RunError(f"{self.meta_file}: field 'space' is missing")
+        return parse_space(meta["space"], str(self.meta_file))
+
+    def read_weights(self, space: SearchSpace) -> dict[str, Any]:
+        """The supernet state dict: the final weights, else those of the newest checkpoint (a
+        run still training); either must belong to `space`."""
+        if not self.final_file.exists():
+            path = self.latest_checkpoint()
+            if path is None:
+                raise RunError(f"{self.path}: no weights yet (neither {self.final_file.name} nor "
+                               f"{self.checkpoints.name}/step-*.pt)")
+            return load_checkpoint(path, space.hash)["model"]
+        state = load_weights(self.final_file, "weights file", CheckpointError)
+        if state.get("space_hash") != space.hash:
+            raise CheckpointError(f"{self.final_file}: field 'space_hash' does not match {self.meta_file}")
+        if not isinstance(state.get("model"), dict):
+            raise CheckpointError(f"{self.final_file}: field 'model' is missing")
+        return state["model"]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A trained run opened for use: its space, config and supernet, in eval mode on `device`.
+
+    Evaluate, search and export all go through it. The device is the caller's choice: under
+    torchrun each rank passes its own (`Distributed.from_env(choice).device`).
+    """
+
+    dir: RunDir
+    space: SearchSpace
+    config: TrainConfig
+    supernet: Supernet
+    device: torch.device
+
+    @classmethod
+    def open(cls, path: str | Path, device: torch.device) -> "TrainedRun":
+        run = RunDir(path)
+        space = run.read_space()
+        config = run.read_config()
+        supernet = Supernet(space)
+        try:
+            supernet.load_state_dict(run.read_weights(space))
+        except RuntimeError as e:  # a state dict of other shapes under the right hash: a corrupt file
+            raise CheckpointError(f"{run.path}: weights do not fit its space ({e})") from None
+        return cls(run, space, config, supernet.to(device).eval(), device)
+
+    def dataset(self, data: str | None = None) -> Dataset:
+        """The run's dataset, or `data` instead (same classes), at the run's image size."""
+        spec = data or self.config.data
+        dataset = load_dataset(spec, image_size=self.config.image_size, workers=self.config.workers)
+        if dataset.num_classes != self.space.num_classes:
+            raise RunError(f"{spec}: {dataset.num_classes} classes, but run {self.dir} was trained for "
+                           f"{self.space.num_classes}")
+        return dataset
+
+    def evaluate(self, child: Child, dataset: Dataset, split: str = "val") -> tuple[float, nn.Module]:
+        """Top-1 of `child` on `split` after BN recalibration with the run's eval settings, and the
+        calibrated static child."""
+        return evaluate_child(self.supernet, child, dataset, split,
+                              calibration_images=self.config.eval.calibration_images,
+                              batch_size=self.config.eval.batch_size)

@@ -1,0 +1,151 @@
+"""SupernetStep: the one owner of a supernet's zero / backward / average / clip / step contract."""
+
+import contextlib
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from bignas.nn import SupernetStep
+from bignas.nn.step import LAYOUT_HINT
+from bignas.train.sandwich import children_for_step, sandwich_backward
+from conftest import make_random_supernet
+
+SANDWICH = dict(label_smoothing=0.1, dropout=0.0, drop_connect=0.0, distill=True, autocast=contextlib.nullcontext)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A trainable tiny supernet and one step's batch; tests copy the supernet."""
+    net = make_random_supernet("cifar-small").train()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 28, 28, generator=gen)
+    labels = torch.randint(0, net.space.num_classes, (4,), generator=gen)
+    return net, images, labels
+
+
+def sgd(net):
+    # Momentum, so a second step depends on the first having been taken exactly once.
+    return torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def halve(model):
+    """A stand-in for the all-reduce: deterministic, and it changes the clipped result if it ran
+    after clipping instead of before."""
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(0.5)
+
+
+def params(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def grad_norm(net):
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters() if p.grad is not None]))
+
+
+def test_step_equals_the_manual_sequence_and_is_reusable(tiny):
+    """Two steps through one SupernetStep give the parameters of the hand-written sequence it
+    replaces: zero in place, backward of every child, average, clip, optimizer step."""
+    net, images, labels = tiny
+    manual, stepped = copy.deepcopy(net), copy.deepcopy(net)
+    clip = 0.5
+    opt_manual, opt_stepped = sgd(manual), sgd(stepped)
+    step = SupernetStep(stepped, opt_stepped, grad_clip=clip, average=halve)
+    for i in range(2):
+        children = children_for_step(net.space, 0, i, 2)
+        opt_manual.zero_grad(set_to_none=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=LAYOUT_HINT, category=UserWarning)
+            sandwich_backward(manual, images, labels, children, **SANDWICH, backward=lambda loss: loss.backward())
+        halve(manual)
+        nn.utils.clip_grad_norm_(manual.parameters(), clip)
+        opt_manual.step()
+        with step:
+            sandwich_backward(stepped, images, labels, children, **SANDWICH, backward=step.backward)
+    assert grad_norm(manual) > clip / 2  # clipping was active, so its place in the order matters
+    for want, got in zip(manual.parameters(), stepped.parameters()):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), stepped.parameters()))
+
+
+def test_an_exception_inside_the_step_takes_no_step(tiny):
+    net, images = copy.deepcopy(tiny[0]), tiny[1]
+    calls = []
+    step = SupernetStep(net, sgd(net), grad_clip=0.5, average=calls.append)
+    before, filters = params(net), list(warnings.filters)
+    with pytest.raises(ValueError, match="mid-step"):
+        with step:
+            step.backward(net(images, net.space.min()).logsumexp(1).sum())
+            raise ValueError("mid-step")
+    assert calls == [] and warnings.filters == filters  # no average; the filter was left
+    for want, got in zip(before, net.parameters()):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    with step:  # usable again, and its entry zeroes the partial gradients first
+        step.backward(net(images, net.space.min()).logsumexp(1).sum())
+    assert calls == [net]
+    assert any(not torch.equal(p, q) for p, q in zip(before, net.parameters()))
+
+
+def test_grad_clip_is_applied(tiny):
+    net, images, labels = tiny
+    norms = {}
+    for clip in (None, 1e-3):
+        model = copy.deepcopy(net)
+        with SupernetStep(model, torch.optim.SGD(model.parameters(), lr=0.1), grad_clip=clip) as step:
+            step.backward(model(images, model.space.max()).logsumexp(1).sum())
+        norms[clip] = grad_norm(model)  # clip_grad_norm_ scales `.grad` in place, before the step
+    assert norms[None] > 1.0
+    torch.testing.assert_close(norms[1e-3], torch.tensor(1e-3), rtol=1e-3, atol=0)
+
+
+def test_average_runs_once_per_clean_step_after_every_backward(tiny):
+    net, images, labels = copy.deepcopy(tiny[0]), *tiny[1:]
+    backwards, seen = [], []
+
+    def average(model):
+        seen.append((model, len(backwards)))
+
+    step = SupernetStep(net, sgd(net), average=average)
+    for i in range(2):
+        with step:
+            sandwich_backward(net, images, labels, children_for_step(net.space, 0, i, 2), **SANDWICH,
+                              backward=lambda loss: (backwards.append(loss), step.backward(loss)))
+    assert seen == [(net, 4), (net, 8)]  # 4 children a step, averaged once after the last
+
+
+def test_misuse_is_refused(tiny):
+    net = copy.deepcopy(tiny[0])
+    step = SupernetStep(net, sgd(net))
+    loss = net(tiny[1], net.space.min()).sum()
+    with pytest.raises(RuntimeError, match="outside a `with` block"):
+        step.backward(loss)
+    with step:
+        with pytest.raises(RuntimeError, match="entered again"):
+            step.__enter__()
+
+
+def test_no_layout_hint_escapes_a_step(tiny):
+    """Autograd warns once per process, so warn always here: otherwise an earlier test that
+    triggered the hint would make this one pass whatever the step does."""
+    net, images, labels = copy.deepcopy(tiny[0]), *tiny[1:]
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as raw:
+            warnings.simplefilter("always")
+            net(images, net.space.min()).sum().backward()
+        assert any(LAYOUT_HINT in str(w.message) for w in raw)  # the hint is there to be silenced
+        step = SupernetStep(net, sgd(net))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for i in range(2):
+                with step:
+                    sandwich_backward(net, images, labels, children_for_step(net.space, 0, i, 2), **SANDWICH,
+                                      backward=step.backward)
+        assert [str(w.message) for w in seen if LAYOUT_HINT in str(w.message)] == []
+    finally:
+        torch.set_warn_always(always)
