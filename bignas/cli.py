@@ -76,7 +76,7 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bignas.train.config import load_config
+    from bignas.train.config import ConfigError, load_config
     from bignas.train.recipe import train_run
     from bignas.train.run_dir import RunDir
 
@@ -86,8 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data is not None:
         overrides.append(f"data={args.data}")
     run = RunDir(args.out)
-    # A resumed run continues from its own saved config; overrides still apply on top of it.
-    config = run.read_config(overrides) if args.resume else load_config(args.config, overrides)
+    if args.resume and args.config is not None:
+        raise ConfigError(f"--config {args.config} with --resume: a resumed run continues its own "
+                          f"{run.config_file}; give changes as key=value overrides")
+    # A resumed run continues from its own saved config; overrides apply on top of it, and the
+    # recipe refuses those that would change the run's trajectory.
+    config = run.read_config(overrides) if args.resume else load_config(args.config or "quickstart.yaml", overrides)
     summary = train_run(config, run.path, resume=args.resume, show_progress=not args.quiet)
     if summary is not None:
         print(json.dumps(summary))
@@ -166,14 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a supernet. The config file fully defines the run; flags and "
                                    "key=value pairs override its keys. Run with torchrun for several "
                                    "processes: torchrun --nproc_per_node=N -m bignas train ...")
-    p.add_argument("--config", default="quickstart.yaml",
-                   help="config YAML: a path, or a shipped recipe (quickstart.yaml, cifar10.yaml, imagenet.yaml)")
+    p.add_argument("--config",
+                   help="config YAML: a path, or a shipped recipe (quickstart.yaml, cifar10.yaml, imagenet.yaml); "
+                        "default: quickstart.yaml; not with --resume, which continues the run's own config")
     p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
                                   "(overrides the config's 'data')")
     p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--epochs", type=int, help="number of epochs (overrides the config's 'epochs')")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint, exactly as if never stopped")
+                   help="continue the run in --out from its latest checkpoint, exactly as if never stopped; "
+                        "only epochs and the device, worker, checkpoint, eval and log settings may change")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.05")

@@ -12,6 +12,12 @@ from bignas.onnx_io import export_onnx, onnx_max_abs_diff
 from bignas.weights import load_weights, save_weights
 
 CHILD_FORMAT = "bignas-child"
+OUTPUTS = ("child.pt", "child.onnx", "card.json")  # what an export writes into OUT
+MAX_ONNX_DIFF = 1e-4  # largest |ONNX Runtime - PyTorch| output difference an export accepts
+
+
+class ExportError(BignasError):
+    """An export that cannot be written as asked, or whose ONNX file fails its check."""
 
 
 def save_child(static: nn.Module, space, child, path: str | Path) -> None:
@@ -50,40 +56,44 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     from bignas.cost import child_cost
     from bignas.data import resize_batch
     from bignas.evaluate import top1
-    from bignas.io import write_json
+    from bignas.io import atomic_dir, check_output_dir, write_json
     from bignas.latency.fit import predict
     from bignas.latency.table import read_table
     from bignas.train.distributed import pick_device
     from bignas.train.run_dir import TrainedRun
 
+    out = Path(out)
+    check_output_dir(out, OUTPUTS, ExportError, "export")  # before any expensive work
     trained = TrainedRun.open(run, pick_device(device))
     space, config = trained.space, trained.config
     child = space.load_child(arch)  # refuses an arch of another space, naming the field
     table = read_table(table_path, space.hash) if table_path is not None else None
-    out = Path(out)
     dataset = trained.dataset()
     top1_val, static = trained.evaluate(child, dataset, "val")
     top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, trained.device)
     static = static.cpu().eval()
-    out.mkdir(parents=True, exist_ok=True)
-    save_child(static, space, child, out / "child.pt")
-    export_onnx(static, child.resolution, out / "child.onnx", space.in_channels)
     images, _ = next(iter(dataset.val.eval_batches(16)))
-    diff = onnx_max_abs_diff(static, out / "child.onnx", resize_batch(images, child.resolution))
-    if diff > 1e-4:
-        raise BignasError(f"{out / 'child.onnx'}: ONNX Runtime differs from PyTorch by {diff:.2e} (> 1e-4)")
     cost = child_cost(space, child)
-    measured, reason = (None, "no --table given") if table is None else measure_on_table_device(table, out / "child.onnx")
-    card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
-            "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
-            "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-            "predicted_latency_ms": round(predict(table, space, child), 6) if table is not None else None,
-            "measured_latency_ms": measured, "measured_latency_note": reason,
-            "profile": table.header["profile"] if table is not None else None,
-            "table": str(table_path) if table_path is not None else None,
-            "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
-            "run": str(run), "data": config.data}
-    write_json(out / "card.json", card)
+    # Built beside OUT and renamed into place whole: a failed check or a kill leaves the earlier export.
+    with atomic_dir(out) as tmp:
+        save_child(static, space, child, tmp / "child.pt")
+        export_onnx(static, child.resolution, tmp / "child.onnx", space.in_channels)
+        diff = onnx_max_abs_diff(static, tmp / "child.onnx", resize_batch(images, child.resolution))
+        if diff > MAX_ONNX_DIFF:
+            raise ExportError(f"{out / 'child.onnx'}: ONNX Runtime differs from PyTorch by {diff:.2e} "
+                              f"(> {MAX_ONNX_DIFF:g}); nothing was written")
+        measured, reason = (None, "no --table given") if table is None else \
+            measure_on_table_device(table, tmp / "child.onnx")
+        card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
+                "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
+                "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
+                "predicted_latency_ms": round(predict(table, space, child), 6) if table is not None else None,
+                "measured_latency_ms": measured, "measured_latency_note": reason,
+                "profile": table.header["profile"] if table is not None else None,
+                "table": str(table_path) if table_path is not None else None,
+                "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
+                "run": str(run), "data": config.data}
+        write_json(tmp / "card.json", card)
     return card
 
 

@@ -6,9 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -25,6 +26,50 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_output_dir(out: str | Path, outputs: Iterable[str], error: type[Exception], what: str) -> None:
+    """Refuse an output folder a command must not replace: a file, or a folder holding anything
+    but `outputs` (glob patterns of what `what` writes). Called before any expensive work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise error(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        patterns = tuple(outputs)
+        others = [p.name for p in out.iterdir() if not any(p.match(g) for g in patterns)]
+        if others:
+            raise error(f"{out}: exists and holds more than an earlier {what}'s output "
+                        f"({', '.join(sorted(others)[:3])}); choose another output folder")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{out}: cannot be created ({parent} is not a writable folder)")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` as a whole, so a
+    reader sees the earlier folder or the complete new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; results are meant to be shared
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old / path.name, path)  # put the earlier folder back
+                raise
+        else:
+            os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def read_json(path: str | Path, what: str, error: type[Exception] = ValueError) -> Any:

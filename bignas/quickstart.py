@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-from bignas.io import write_json
 from bignas.latency.fit import predict
 from bignas.latency.device import Progress
 from bignas.latency.profiling import profile_device
@@ -39,13 +38,11 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
     fastest, slowest = predict(table, space, space.min()), predict(table, space, space.max())
     budget_ms = round((fastest + slowest) / 2, 4)
     say(f"3/4 searching: latency budget {budget_ms:.3f} ms (smallest child {fastest:.3f}, largest {slowest:.3f})")
-    best = _search(run, table_path, budget_ms, out / "search", quiet)
+    _search(run, table_path, budget_ms, out / "search", quiet)
     say("4/4 exporting the best child")
-    arch = out / "search" / "best.json"
-    write_json(arch, best["arch"])
     from bignas.export import export_run_child
 
-    card = export_run_child(run, arch, out / "export", table_path)
+    card = export_run_child(run, out / "search" / "best.json", out / "export", table_path)
     summary = {"out": str(out), "table": str(table_path), "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
                "seconds": round(time.monotonic() - start, 1)}
     _print_summary(card, budget_ms, summary, quiet)
@@ -85,11 +82,11 @@ def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, Laten
     return mine, profile_device(profile, space, mine, progress=None if quiet else Progress())
 
 
-def _search(run: Path, table_path: Path, budget_ms: float, out: Path, quiet: bool) -> dict:
+def _search(run: Path, table_path: Path, budget_ms: float, out: Path, quiet: bool) -> None:
+    """Search into OUT, which then holds best.json, the child to export."""
     from bignas.search.command import search_run
 
-    doc = search_run(run, [str(table_path)], [budget_ms], out=out, budget=BUDGET, device="cpu", quiet=quiet)
-    return doc["devices"][0]["best"]
+    search_run(run, [str(table_path)], [budget_ms], out=out, budget=BUDGET, device="cpu", quiet=quiet)
 
 
 def _print_summary(card: dict, budget_ms: float, summary: dict, quiet: bool) -> None:

@@ -143,3 +143,18 @@ def test_export_writes_a_consistent_checked_card(tiny_run, capsys):
     (out / "truncated.pt").write_bytes((out / "child.pt").read_bytes()[:100])
     with pytest.raises(BignasError, match="truncated.pt"):
         bignas.load_child(out / "truncated.pt")
+    # OUT now holds a file that is not an export's: refused before any work, nothing touched.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["export", "--run", str(run), "--arch", str(arch), "--out", str(out)]) == 2
+    assert "truncated.pt" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # An earlier export is replaced as a whole set.
+    (out / "truncated.pt").unlink()
+    other = space.max()
+    arch.write_text(json.dumps(other.to_dict(space)))
+    assert main(["export", "--run", str(run), "--arch", str(arch), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "child.onnx", "child.pt"]
+    assert json.loads((out / "card.json").read_text())["arch"] == other.to_dict(space)
+    assert bignas.load_child(out / "child.pt").arch == other.to_dict(space)
+    assert not [p for p in root.iterdir() if p.name.startswith(".export")]  # no temporary folder left

@@ -98,7 +98,8 @@ def metric_records(run):
 
 
 def train(config, run, *extra):
-    return subprocess.Popen([sys.executable, "-m", "bignas", "train", "--config", str(config),
+    source = [] if "--resume" in extra else ["--config", str(config)]  # a resumed run has its own
+    return subprocess.Popen([sys.executable, "-m", "bignas", "train", *source,
                              "--out", str(run), "--quiet", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -180,3 +181,31 @@ def test_two_process_gloo_run_matches_one_process_over_the_same_global_batch(tin
     for key in a:
         rtol = 1e-2 if "running_" in key else 0
         torch.testing.assert_close(b[key].float(), a[key].float(), atol=1e-3, rtol=rtol)
+
+
+def test_resume_refuses_changes_to_the_trajectory(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    recipe = Recipe(load_config(tiny_config), run, show_progress=False)
+    recipe.setup()
+    recipe.save()  # a checkpoint at step 0 is enough to resume from
+    saved = (run / "config.yaml").read_text()
+    for change in (["seed=4"], ["batch_size=16", "optimizer.lr=0.3"], ["sandwich.num_random=1"]):
+        with pytest.raises(ConfigError, match="--resume cannot change " + change[0].split("=")[0]) as e:
+            Recipe(load_config(run / "config.yaml", change), run, show_progress=False).setup(resume=True)
+        assert all(c.split("=")[0] in str(e.value) for c in change)
+        assert (run / "config.yaml").read_text() == saved
+    resumed = Recipe(load_config(run / "config.yaml", ["epochs=3", "log.every_steps=2"]), run, show_progress=False)
+    resumed.setup(resume=True)
+    assert load_config(run / "config.yaml").epochs == 3  # the allowed change is recorded
+    proc = subprocess.run([sys.executable, "-m", "bignas", "train", "--config", str(tiny_config), "--out", str(run),
+                           "--resume"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_finished_run_is_never_trained_over(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "supernet.pt").write_bytes(b"the weights of an earlier run")
+    with pytest.raises(RunError, match="already holds a run .*supernet.pt"):
+        Recipe(load_config(tiny_config), run, show_progress=False).setup()
+    assert sorted(p.name for p in run.iterdir()) == ["supernet.pt"]

@@ -7,13 +7,10 @@ and the best child of each target as an architecture file that `bignas export --
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bignas.io import write_json
+from bignas.io import atomic_dir, check_output_dir, write_json
 from bignas.search.problem import Problem, Search, SearchError, Target
 
 OUTPUTS = ("search.json", "pareto*.png", "best*.json")  # what a search writes into OUT
@@ -67,25 +64,14 @@ def pareto_front(points: list[dict[str, Any]], x: str) -> list[dict[str, Any]]:
 
 def check_out(out: str | Path) -> None:
     """Refuse an OUT that a search must not replace: a file, or a folder holding anything else."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SearchError(f"{out}: exists and is not a folder")
-    if out.is_dir():
-        others = [p.name for p in out.iterdir() if not any(p.match(g) for g in OUTPUTS)]
-        if others:
-            raise SearchError(f"{out}: exists and holds more than an earlier search's output "
-                              f"({', '.join(sorted(others)[:3])}); choose another output folder")
+    check_output_dir(out, OUTPUTS, SearchError, "search")
 
 
 def write_results(doc: dict[str, Any], out: str | Path) -> None:
     """search.json, the Pareto plots and the best children, built beside OUT and renamed into place
     (an OUT from an earlier search is replaced only once the new one is complete)."""
-    out = Path(out)
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = None
-    try:
+    with atomic_dir(out) as tmp:
         write_json(tmp / "search.json", doc)
         several = len(doc["devices"]) > 1
         for result in doc["devices"]:
@@ -93,21 +79,6 @@ def write_results(doc: dict[str, Any], out: str | Path) -> None:
             plot_pareto(result, tmp / f"pareto{suffix}.png")
             if result["best"] is not None:
                 write_json(tmp / f"best{suffix}.json", result["best"]["arch"])
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; results are meant to be shared
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                os.replace(old / out.name, out)  # put the earlier search back
-                raise
-        else:
-            os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, old):
-            if leftover is not None and leftover.exists():
-                shutil.rmtree(leftover)
 
 
 def _pyplot():

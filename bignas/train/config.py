@@ -104,6 +104,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# What a resumed run may change: nothing here alters the weights' trajectory up to the last
+# checkpoint's step (epochs lengthens or shortens the schedule from there).
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "channels_last", "checkpoint", "eval", "log")
+
+
+def config_changes(saved: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Every dotted key whose value differs between two config dicts: key -> (saved, new)."""
+    changes = {}
+    for key in sorted(set(saved) | set(new)):
+        old, cur = saved.get(key), new.get(key)
+        if isinstance(old, dict) and isinstance(cur, dict):
+            changes.update(config_changes(old, cur, f"{prefix}{key}."))
+        elif old != cur:
+            changes[f"{prefix}{key}"] = (old, cur)
+    return changes
+
+
+def check_resume(saved: dict[str, Any], new: "TrainConfig", source: str) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume with config `new` makes to the run's `saved` config; refuses, naming
+    every key, any change that would alter the trajectory of the run being continued."""
+    changes = config_changes(saved, new.to_dict())
+    refused = [k for k in changes if k.split(".")[0] not in RESUMABLE_CHANGES]
+    if refused:
+        listed = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
+        raise ConfigError(f"{source}: --resume cannot change {listed} (the run was trained with the saved "
+                          f"values; start a new run with another --out instead). Changeable on resume: "
+                          f"{', '.join(RESUMABLE_CHANGES)}")
+    return changes
+
+
 def recipe_names() -> list[str]:
     return [f"{name}.yaml" for name in shipped("recipes")]
 

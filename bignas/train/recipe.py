@@ -17,7 +17,7 @@ from bignas.nn import Supernet, SupernetStep
 from bignas.seeds import derive_seed
 from bignas.space import load_space
 from bignas.train.checkpoint import CheckpointError
-from bignas.train.config import TrainConfig
+from bignas.train.config import TrainConfig, check_resume
 from bignas.train.distributed import Distributed
 from bignas.train.run_dir import RunDir, RunError
 from bignas.train.sandwich import children_for_step, sandwich_backward
@@ -195,6 +195,11 @@ class Recipe:
 
     def resume(self) -> None:
         path, state = self.run.load_latest_checkpoint(self.space.hash)
+        if isinstance(state.get("config"), dict):  # the config the weights were trained with
+            changes = check_resume(state["config"], self.cfg, str(path))
+            if changes and self.dist.is_main:
+                tqdm.write("resuming with " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+                self.run.write_config(self.cfg)
         try:
             self.supernet.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

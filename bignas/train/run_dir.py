@@ -55,14 +55,21 @@ class RunDir:
 
     def create(self, config: TrainConfig, space: SearchSpace, data: dict[str, Any], world_size: int) -> None:
         """Start a fresh run: its config, space and data summary, and an empty metrics log."""
-        if self.latest_checkpoint() is not None or self.final_file.exists():
-            raise RunError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --out")
+        held = [p.name for p in (self.meta_file, self.final_file) if p.exists()]
+        held += [self.checkpoints.name] if self.latest_checkpoint() is not None else []
+        held += [self.metrics_file.name] if self.metrics_file.exists() and self.metrics_file.stat().st_size else []
+        if held:
+            raise RunError(f"{self.path}: already holds a run ({', '.join(held)}); pass --resume to continue it "
+                           f"or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.config_file) as tmp:
-            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        self.write_config(config)
         write_json(self.meta_file, {"space": space.to_dict(), "space_hash": space.hash, "data": data,
                                     "world_size": world_size})
         self.metrics_file.write_text("")
+
+    def write_config(self, config: TrainConfig) -> None:
+        with atomic_path(self.config_file) as tmp:
+            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.metrics_file, "a") as f:
