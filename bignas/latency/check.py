@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from bignas.io import atomic_path, write_json
+from bignas.io import write_json
+from bignas.plots import figure, save_figure
 from bignas.console import ProgressFn
 from bignas.latency.clock import table_clock
 from bignas.latency.models import export_child
@@ -82,12 +83,7 @@ def kendall(x: np.ndarray, y: np.ndarray) -> float:
 
 def plot(predicted: np.ndarray, measured: np.ndarray, result: dict[str, Any], path: Path,
          table: LatencyTable) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = figure(5, 5)
     lo, hi = 0.9 * min(predicted.min(), measured.min()), 1.1 * max(predicted.max(), measured.max())
     line = np.array([lo, hi])
     ax.plot(line, line, "k-", lw=1, label="predicted = measured")
@@ -98,7 +94,4 @@ def plot(predicted: np.ndarray, measured: np.ndarray, result: dict[str, Any], pa
                  f"Spearman {result['spearman']:.3f}")
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bignas.io import atomic_dir, check_output_dir, write_json
+from bignas.plots import figure, save_figure
 from bignas.search.problem import Problem, Search, SearchError, Target
 
 OUTPUTS = ("search.json", "pareto*.png", "best*.json")  # what a search writes into OUT
@@ -81,21 +82,10 @@ def write_results(doc: dict[str, Any], out: str | Path) -> None:
                 write_json(tmp / f"best{suffix}.json", result["best"]["arch"])
 
 
-def _pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display): the one place that sets it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_pareto(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
     x = result["x"]
     label = {"latency_ms": f"predicted latency on {result['target']} (ms)", "mflops": "MFLOPs (multiply-adds)"}[x]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = figure(6, 4.5)
     pts = result["evaluated"]
     ax.scatter([p[x] for p in pts], [p["top1_val"] for p in pts], s=14, alpha=0.5, label="evaluated")
     front = result["pareto"]
@@ -110,8 +100,4 @@ def plot_pareto(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("val top-1")
     ax.set_title(f"{result['strategy']} search, {len(pts)} children")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
