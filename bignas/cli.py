@@ -81,17 +81,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bignas.train.run_dir import RunDir
 
     overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"epochs={args.epochs}")
-    if args.data is not None:
-        overrides.append(f"data={args.data}")
+    # Flag values are taken as given, not parsed as YAML (a path may look like a YAML value).
+    values = {k: v for k, v in (("epochs", args.epochs), ("data", args.data)) if v is not None}
     run = RunDir(args.out)
     if args.resume and args.config is not None:
         raise ConfigError(f"--config {args.config} with --resume: a resumed run continues its own "
                           f"{run.config_file}; give changes as key=value overrides")
     # A resumed run continues from its own saved config; overrides apply on top of it, and the
     # recipe refuses those that would change the run's trajectory.
-    config = run.read_config(overrides) if args.resume else load_config(args.config or "quickstart.yaml", overrides)
+    config = run.read_config(overrides, values) if args.resume else \
+        load_config(args.config or "quickstart.yaml", overrides, values)
     summary = train_run(config, run.path, resume=args.resume, show_progress=not args.quiet)
     if summary is not None:
         print(json.dumps(summary))
@@ -296,3 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     except BignasError as e:
         print(f"bignas {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused (a path under a file, no space, no permission)
+        print(f"bignas {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bignas {args.command}: interrupted (what was finished is kept)", file=sys.stderr)
+        return 130

@@ -15,7 +15,7 @@ import yaml
 from bignas.train.checkpoint import CheckpointError, load_checkpoint
 from bignas.train.config import ConfigError, ScheduleConfig, load_config, recipe_names
 from bignas.train.recipe import Recipe
-from bignas.train.run_dir import RunError
+from bignas.train.run_dir import RunDir, RunError
 from bignas.train.schedule import lr_factor
 
 
@@ -209,3 +209,25 @@ def test_a_finished_run_is_never_trained_over(tiny_config, tmp_path):
     with pytest.raises(RunError, match="already holds a run .*supernet.pt"):
         Recipe(load_config(tiny_config), run, show_progress=False).setup()
     assert sorted(p.name for p in run.iterdir()) == ["supernet.pt"]
+
+
+def test_flag_values_are_not_parsed_as_yaml_and_bad_overrides_are_named(tiny_config, tmp_path):
+    assert load_config(tiny_config, values={"data": "on", "epochs": 3}).data == "on"  # YAML would read True
+    with pytest.raises(ConfigError, match="override 'optimizer.lr=\\[0.1': the value is not valid YAML"):
+        load_config(tiny_config, ["optimizer.lr=[0.1"])
+    with pytest.raises(ConfigError, match="epochs"):
+        load_config(tiny_config, values={"epochs": 0})
+
+
+def test_a_metrics_line_cut_by_a_kill_does_not_block_resume(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_file.write_text('{"kind": "step", "step": 1}\n{"kind": "step", "step": 3}\n{"kind": "st')
+    run.truncate_metrics(2)
+    assert run.metrics_file.read_text() == '{"kind": "step", "step": 1}\n'
+
+
+def test_file_system_refusals_are_messages(tiny_config, tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "bignas", "train", "--config", str(tiny_config),
+                           "--out", str(tmp_path / "file" / "run"), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "file" in proc.stderr, proc.stderr

@@ -143,14 +143,22 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
     return load_yaml(path, "recipes", ConfigError)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a config file and apply `key=value` overrides (dotted keys, YAML values)."""
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a config file, apply `key=value` overrides (dotted keys, YAML values), then `values`
+    (dotted keys, values taken as they are); the result is validated as a whole."""
     data, source = read_config_file(path)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. optimizer.lr=0.05)")
-        _set_dotted(data, key, yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from None
+        _set_dotted(data, key, parsed)
+    for key, value in (values or {}).items():
+        _set_dotted(data, key, value)
     return config_from_dict(data, source)
 
 

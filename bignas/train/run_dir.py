@@ -78,7 +78,7 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop records a killed run wrote after `step`, its last checkpoint: they will be written again."""
         lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
+        kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= step]
         with atomic_path(self.metrics_file) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in kept))
 
@@ -99,10 +99,10 @@ class RunDir:
 
     # ------------------------------------------------------------------ reads
 
-    def read_config(self, overrides: list[str] | None = None) -> TrainConfig:
+    def read_config(self, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> TrainConfig:
         if not self.config_file.exists():
             raise RunError(f"{self.path}: no {self.config_file.name} (is this a directory written by 'bignas train'?)")
-        return load_config(self.config_file, overrides)
+        return load_config(self.config_file, overrides, values)
 
     def read_space(self) -> SearchSpace:
         meta = read_json(self.meta_file, "run file (is this a directory written by 'bignas train'?)", RunError)
@@ -125,6 +125,14 @@ class RunDir:
         if not isinstance(state.get("model"), dict):
             raise CheckpointError(f"{self.final_file}: field 'model' is missing")
         return state["model"]
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one metrics record; None for a line a kill cut short."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
