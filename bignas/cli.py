@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from bignas.cost import child_cost
 from bignas.errors import BignasError
@@ -142,6 +144,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(kind: type) -> Callable[[str], float | int]:
+    """An argparse type: a finite number above zero, else a usage error naming the value."""
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above zero")
+        return value
+    return parse
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="torch device for the supernet (default: auto, CUDA when available; under torchrun "
@@ -175,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
                                   "(overrides the config's 'data')")
     p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
-    p.add_argument("--epochs", type=int, help="number of epochs (overrides the config's 'epochs')")
+    p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint, exactly as if never stopped; "
                         "only epochs and the device, worker, checkpoint, eval and log settings may change")
@@ -216,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "cannot run PyTorch")
     p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote (fit the "
                                                        "calibration on its whole children)")
-    p.add_argument("--children", type=int, default=30,
+    p.add_argument("--children", type=positive(int), default=30,
                    help="whole children timed for the calibration: the smallest, the largest and random ones "
                         "(default: 30)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -231,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "measured) and TABLE.check.json (every child) go beside the table. Run it "
                                    "on the machine the table describes.")
     p.add_argument("--table", required=True, help="latency table JSON")
-    p.add_argument("--children", type=int, default=100, help="random children to time (default: 100)")
+    p.add_argument("--children", type=positive(int), default=100, help="random children to time (default: 100)")
     p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
     p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -247,15 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--table", action="append", metavar="FILE",
                    help="latency table of a device (repeat for several devices)")
-    p.add_argument("--max-latency-ms", action="append", type=float, metavar="X",
+    p.add_argument("--max-latency-ms", action="append", type=positive(float), metavar="X",
                    help="latency budget in ms, one per --table, in the same order")
-    p.add_argument("--max-mflops", type=float, metavar="F", help="budget in millions of multiply-adds")
-    p.add_argument("--max-params-m", type=float, metavar="P", help="budget in millions of parameters")
+    p.add_argument("--max-mflops", type=positive(float), metavar="F", help="budget in millions of multiply-adds")
+    p.add_argument("--max-params-m", type=positive(float), metavar="P", help="budget in millions of parameters")
     from bignas.search.strategies import STRATEGIES
 
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="coarse-to-fine",
                    help="; ".join(f"{name}: {STRATEGIES[name].help}" for name in sorted(STRATEGIES)))
-    p.add_argument("--budget", type=int, default=40, help="accuracy evaluations per device (default: 40)")
+    p.add_argument("--budget", type=positive(int), default=40, help="accuracy evaluations per device (default: 40)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--out", required=True, help="output directory")

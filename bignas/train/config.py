@@ -34,8 +34,8 @@ class SandwichConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    dropout: float = rules(0.0, **_NN)  # before the classifier, largest child only
-    drop_connect: float = rules(0.0, **_NN)  # stochastic depth of residual blocks, largest child only, scaled by depth
+    dropout: float = rules(0.0, min=0, below=1)  # before the classifier, largest child only
+    drop_connect: float = rules(0.0, min=0, below=1)  # stochastic depth of residual blocks, largest child only, scaled by depth
     zero_init_last_bn: bool = True  # BigNAS Sec. 3.2: each residual block starts as identity
 
 
@@ -48,7 +48,7 @@ class OptimizerConfig:
     weight_decay: float = rules(5e-5, **_NN)  # on conv / linear weights only, not on BN or biases
     alpha: float = rules(0.9, **_NN)  # RMSProp smoothing
     eps: float = rules(1e-3, **_POS)  # RMSProp epsilon (EfficientNet / BigNAS value)
-    label_smoothing: float = rules(0.0, **_NN)  # on the largest child's label loss
+    label_smoothing: float = rules(0.0, min=0, below=1)  # on the largest child's label loss
     grad_clip: float | None = rules(None, **_POS)  # max global gradient norm; None: no clipping
 
 
