@@ -22,10 +22,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        _fsync(tmp)  # the content is on disk before the new name points at it
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a power loss
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file's or a folder's data to disk (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_output_dir(out: str | Path, outputs: Iterable[str], error: type[Exception], what: str) -> None:

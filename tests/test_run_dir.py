@@ -84,3 +84,16 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_resume_falls_back_past_a_checkpoint_cut_short(run_dir, capsys):
+    run, space, _ = run_dir
+    run.save_checkpoint(3, {"step": 3, "space_hash": space.hash}, keep=2)
+    newest = run.save_checkpoint(6, {"step": 6, "space_hash": space.hash}, keep=2)
+    newest.write_bytes(newest.read_bytes()[:200])  # a crash during its own write
+    path, state = run.load_latest_checkpoint(space.hash)
+    assert state["step"] == 3 and path.name == "step-00000003.pt"
+    assert "step-00000006.pt" in capsys.readouterr().err
+    path.write_bytes(b"")  # nothing intact left: refused, naming the oldest
+    with pytest.raises(CheckpointError, match="step-00000003.pt"):
+        run.load_latest_checkpoint(space.hash)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from bignas.evaluate import evaluate_child
 from bignas.io import atomic_path, read_json, write_json
 from bignas.nn import Supernet
 from bignas.space import Child, SearchSpace, parse_space
-from bignas.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from bignas.train.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                     save_checkpoint)
 from bignas.train.config import TrainConfig, load_config
 from bignas.weights import load_weights, save_weights
 
@@ -89,10 +91,17 @@ class RunDir:
         return latest_checkpoint(self.checkpoints)
 
     def load_latest_checkpoint(self, space_hash: str) -> tuple[Path, dict[str, Any]]:
-        path = self.latest_checkpoint()
-        if path is None:
+        """The newest readable checkpoint. One cut short by a crash during its own write is
+        skipped, with a warning, for the one before it."""
+        found = list_checkpoints(self.checkpoints)
+        if not found:
             raise RunError(f"{self.path}: no checkpoint to resume from ({self.checkpoints.name}/step-*.pt)")
-        return path, load_checkpoint(path, space_hash)
+        for path in reversed(found[1:]):
+            try:
+                return path, load_checkpoint(path, space_hash)
+            except CheckpointError as e:
+                print(f"warning: {e}; resuming from the checkpoint before it", file=sys.stderr)
+        return found[0], load_checkpoint(found[0], space_hash)
 
     def save_final(self, model_state: dict[str, Any], space_hash: str) -> None:
         save_weights({"model": model_state, "space_hash": space_hash}, self.final_file)
