@@ -8,9 +8,11 @@ import math
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
+from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
 from bignas.space import load_space, space_names
@@ -316,3 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bignas {args.command}: interrupted (what was finished is kept)", file=sys.stderr)
         return 130
+    except Exception:  # not a refusal of bad input: a bug of bignas, shown whole
+        traceback.print_exc()
+        print(f"bignas {args.command}: internal error, a bug of bignas {__version__}: please report it with "
+              f"the command line and the traceback above", file=sys.stderr)
+        return 1

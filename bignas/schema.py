@@ -2,7 +2,7 @@
 
 A field's type says what it accepts (`int`, `float`, `bool`, `str`, `X | None`, `tuple[X, ...]`,
 `Literal[...]`, a nested dataclass, `dict[str, str]`); its metadata adds the constraints
-(`positive`, `min`, `below`, `non_empty`, `unique`, `odd`; see `rules`). Rules a type cannot state go in
+(`positive`, `min`, `below`, `non_empty`, `name`, `unique`, `odd`; see `rules`). Rules a type cannot state go in
 the dataclass's `__post_init__`, which raises `Invalid`. No yaml and no torch at import: the
 device runner parses profiles with only onnxruntime and numpy.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from importlib import resources
@@ -33,10 +34,25 @@ class Invalid(ValueError):
         self.field, self.message = field, message
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*$")
+
+
+def name_problem(value: object) -> str | None:
+    """Why `value` cannot be a name (of a space, a profile, a target), or None when it can. A name
+    becomes part of file names, so it is never a path: no separator, no `..`, no file extension."""
+    if not isinstance(value, str) or not _NAME.match(value) or len(value) > 100:
+        return (f"must be a plain name (letters, digits, '-', '_', '+', inner dots; at most 100 characters), "
+                f"got {value!r}")
+    if value.lower().endswith((".yaml", ".yml", ".json")):
+        return f"must be a name, not a file name, got {value!r}"
+    return None
+
+
 def rules(default: Any = dataclasses.MISSING, **metadata: Any) -> Any:
     """A field with constraints, e.g. `epochs: int = rules(10, positive=True)`.
 
-    positive / min=N / below=N (exclusive): numbers (each element of a tuple); odd: integers; non_empty: strings and
+    positive / min=N / below=N (exclusive): numbers (each element of a tuple); name: a plain name
+    that can be part of a file name (see `name_problem`); odd: integers; non_empty: strings and
     tuples; unique: tuples. internal=True: never read from the file (e.g. where it was read from)."""
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -99,6 +115,8 @@ def _value(tp: Any, v: Any, meta: Any, source: str, key: str, error: type[Bignas
         raise fail(f"must be a finite number, got {v}")
     if tp is str and meta.get("non_empty") and not v:
         raise fail("must be a non-empty string")
+    if tp is str and meta.get("name") and name_problem(v):
+        raise fail(name_problem(v))
     if meta.get("positive") and v <= 0:
         raise fail(f"must be positive, got {v}")
     if "min" in meta and v < meta["min"]:

@@ -83,7 +83,7 @@ class HeadSpace:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    name: str = rules(non_empty=True)
+    name: str = rules(name=True)
     resolutions: tuple[int, ...] = rules(**OPTIONS)
     in_channels: int = rules(positive=True)
     num_classes: int = rules(positive=True)

@@ -37,3 +37,16 @@ def test_bad_input_is_a_clean_refusal(argv, named, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and named in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_bug_is_shown_whole_and_asks_for_a_report(tmp_path):
+    # A subcommand that fails in a way no bad input explains: main() shows the traceback and
+    # asks for a report, with exit code 1 (not 2, which means "your input was refused").
+    code = ("import sys, argparse; from bignas import cli\n"
+            "p = cli.build_parser(); args = p.parse_args(['inspect', '--space', 'cifar-small', '--arch', 'max'])\n"
+            "args.func = lambda a: 1 / 0\n"
+            "cli.build_parser = lambda: type('P', (), {'parse_args': lambda self, argv: args})()\n"
+            "sys.exit(cli.main([]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "ZeroDivisionError" in proc.stderr and "please report it" in proc.stderr

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from bignas.cli import main
 from bignas.latency.fit import predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency.measure import open_session
-from bignas.latency.profiles import ProfileError, load_profile
+from bignas.latency.device import BundleError, read_manifest
+from bignas.latency.profiles import ProfileError, load_profile, parse_profile
 from bignas.latency.table import LatencyTable, TableError, make_header, read_table, shipped_tables, write_table
 from bignas.schema import shipped
-from bignas.space import load_space
+from bignas.space import SpaceError, load_space, parse_space
 from bignas.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,3 +290,28 @@ def test_profile_and_check_on_this_machine(tiny, capsys):
     checked = json.loads((root / "tables" / "tiny.check.json").read_text())
     calibrated_on = {json.dumps(c["arch"], sort_keys=True) for c in table.children}
     assert not calibrated_on & {json.dumps(c["arch"], sort_keys=True) for c in checked["children"]}
+
+
+def test_names_inside_files_never_become_paths(tmp_path, tiny):
+    space = load_space("cifar-small")
+    table = json.loads(fake_table(tmp_path, space).read_text())
+    for field, value in (("profile", "../../pwned"), ("space", "evil.yaml"), ("profile", "a/b")):
+        bad = write(tmp_path / "bad.json", json.dumps({**table, "header": {**table["header"], field: value}}))
+        with pytest.raises(TableError, match=rf"field 'header\.{field}' must be a"):
+            read_table(bad)
+    with pytest.raises(SpaceError, match="name"):
+        parse_space(yaml.safe_load(TINY_SPACE.replace("name: tiny", "name: ../tiny")), "tiny.yaml")
+    with pytest.raises(ProfileError, match="name"):
+        parse_profile(yaml.safe_load(FAST_PROFILE.replace("name: fast", "name: /etc/fast")), "fast.yaml")
+    _, _, _, bundle = tiny
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for field, value in (("reference", "../../outside.onnx"), ("reference", "/etc/passwd")):
+        write(copy / "manifest.json", json.dumps({**manifest, field: value}))
+        with pytest.raises(BundleError, match="not a file inside the bundle"):
+            read_manifest(copy)
+    manifest["children"][0]["file"] = "../x.onnx"
+    write(copy / "manifest.json", json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"children\[0\]\.file"):
+        read_manifest(copy)

@@ -41,6 +41,17 @@ def read_manifest(bundle: Path) -> dict:
     for name in ("profile", "space", "space_hash", "reference", "blocks", "children"):
         if name not in data:
             raise BundleError(f"{path}: missing field '{name}'")
+    # Model files are named relative to the bundle and must stay inside it (as ONNX Runtime
+    # requires of external data): a manifest never makes the runner open a file elsewhere.
+    files = [("reference", data["reference"])]
+    for group in ("blocks", "children"):
+        if not isinstance(data[group], list) or not all(isinstance(e, dict) and "file" in e for e in data[group]):
+            raise BundleError(f"{path}: field '{group}' must be a list of objects with a 'file'")
+        files += [(f"{group}[{i}].file", e["file"]) for i, e in enumerate(data[group])]
+    root = path.parent.resolve()
+    for field, file in files:
+        if not isinstance(file, str) or not (root / file).resolve().is_relative_to(root):
+            raise BundleError(f"{path}: field '{field}' = {file!r} is not a file inside the bundle")
     return data
 
 

@@ -26,7 +26,7 @@ class ProfileError(BignasError):
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    name: str = rules(non_empty=True)
+    name: str = rules(name=True)
     provider: str = rules(non_empty=True)
     provider_options: dict[str, str] = field(default_factory=dict)
     intra_op_threads: int = rules(1, min=0)  # 0: ONNX Runtime's default (one per core)

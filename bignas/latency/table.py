@@ -19,6 +19,7 @@ from typing import Any
 from bignas.errors import BignasError
 from bignas.io import read_json, write_json
 from bignas.latency.profiles import DeviceProfile
+from bignas.schema import name_problem
 
 FORMAT = "bignas-latency-table"
 SCHEMA = 2
@@ -117,6 +118,9 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         raise TableError(f"{path}: missing field 'header.{missing[0]}'")
     if header["schema"] != SCHEMA:
         raise TableError(f"{path}: field 'header.schema' is {header['schema']!r}; this bignas reads schema {SCHEMA}")
+    for key in ("profile", "space"):
+        if name_problem(header[key]):
+            raise TableError(f"{path}: field 'header.{key}' {name_problem(header[key])}")
     if not _positive(header["reference_ms"]):
         raise TableError(f"{path}: field 'header.reference_ms' must be a positive number")
     entries = data["entries"]
