@@ -231,3 +231,18 @@ def test_file_system_refusals_are_messages(tiny_config, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bignas", "train", "--config", str(tiny_config),
                            "--out", str(tmp_path / "file" / "run"), "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "file" in proc.stderr, proc.stderr
+
+
+def test_a_changed_dataset_is_refused_on_resume(tiny_config, tmp_path):
+    data = write_cifar10(tmp_path / "cifar")
+    config = load_config(tiny_config, values={"data": f"cifar10:{data}"})
+    run = tmp_path / "run"
+    recipe = Recipe(config, run, show_progress=False)
+    recipe.setup()
+    recipe.save()
+    assert json.loads((run / "run.json").read_text())["data"]["fingerprint"] == recipe.dataset.fingerprint
+    write_cifar10(data, seed=1)  # other images behind the same spec
+    with pytest.raises(RunError, match="data_fingerprint.*the dataset changed"):
+        Recipe(load_config(run / "config.yaml"), run, show_progress=False).setup(resume=True)
+    write_cifar10(data)  # the original images again: resumable
+    Recipe(load_config(run / "config.yaml"), run, show_progress=False).setup(resume=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -52,6 +54,19 @@ class Dataset:
         chunks = [Chunk(idx, None) for idx in order[:n_images].split(batch_size)]
         return (resize_batch(images, resolution) for images, _ in self.train._batches(chunks))
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A digest of every split's images and labels: a changed dataset behind the same spec
+        is refused on resume and never reuses cached accuracies."""
+        h = hashlib.sha256()
+        for name in ("train", "val", "test"):
+            split = self.split(name)
+            h.update(name.encode())
+            h.update(split.labels.contiguous().numpy().tobytes())
+            for part in split.content():
+                h.update(part)
+        return h.hexdigest()[:16]
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (for run metadata and model cards)."""
         return {
@@ -62,4 +77,5 @@ class Dataset:
             "mean": list(self.mean),
             "std": list(self.std),
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "fingerprint": self.fingerprint,
         }

@@ -119,6 +119,12 @@ class FolderSplit(Split):
         self.image_size = image_size
         self.workers = workers
 
+    def content(self) -> Iterator[bytes]:
+        """Each file's class folder, name and size: a file added, removed, renamed or rewritten
+        to another size shows, the folder's own location does not."""
+        for f in self.files:
+            yield f"{f.parent.name}/{f.name}:{f.stat().st_size}\n".encode()
+
     def _uint8_batches(self, chunks: list[Chunk]) -> Iterator[Batch]:
         tasks = _FolderBatches(self.files, self.labels, chunks, self.image_size)
         try:

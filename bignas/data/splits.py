@@ -47,6 +47,10 @@ class Split(ABC):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @abstractmethod
+    def content(self) -> Iterator[bytes]:
+        """What identifies this split's images (see `Dataset.fingerprint`), labels excluded."""
+
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         """Number of full global batches (`batch_size` per rank) in one epoch."""
         return len(self) // (batch_size * world_size)
@@ -122,6 +126,9 @@ class TensorSplit(Split):
         self.images = images
         self.pad = pad
         self.flip = flip
+
+    def content(self) -> Iterator[bytes]:
+        yield self.images.contiguous().numpy().tobytes()
 
     def _uint8_batches(self, chunks: list[Chunk]) -> Iterator[Batch]:
         for idx, seed, offset, total in chunks:

@@ -2,7 +2,7 @@
 
 The cache is a JSON-lines file (a run directory's `accuracy.jsonl`), append-only, one record per evaluated child,
 written as soon as that child is evaluated (a killed search loses at most the child in flight),
-and reused by every later search on the same weights, data and calibration size. Under torchrun
+and reused by every later search on the same weights, data (spec and content) and calibration size. Under torchrun
 the children still to evaluate go round the ranks in chunks of one child per rank.
 """
 
@@ -48,7 +48,8 @@ class Evaluator:
         self.on_result = on_result
         self.evaluate_one = evaluate_one or self._evaluate
         self.path = Path(cache_file)
-        self.context = {"weights": weights_digest(supernet), "data": data_spec, "split": "val",
+        self.context = {"weights": weights_digest(supernet), "data": data_spec,
+                        "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
                         "calibration_images": calibration_images}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
         self.cache = self._load()

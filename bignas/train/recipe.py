@@ -185,6 +185,7 @@ class Recipe:
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "space_hash": self.space.hash,
+            "data_fingerprint": self.dataset.fingerprint,
             "config": self.cfg.to_dict(),
             # Data order, augmentation and children are functions of (seed, step); only the
             # global generators (dropout, drop-connect) carry state of their own.
@@ -195,6 +196,11 @@ class Recipe:
 
     def resume(self) -> None:
         path, state = self.run.load_latest_checkpoint(self.space.hash)
+        saved_data = state.get("data_fingerprint")
+        if saved_data is not None and saved_data != self.dataset.fingerprint:
+            raise RunError(f"{path}: field 'data_fingerprint' is {saved_data!r}, but {self.cfg.data} now "
+                           f"fingerprints to {self.dataset.fingerprint!r}: the dataset changed since this run "
+                           f"started, so it cannot be continued exactly; start a new run")
         if isinstance(state.get("config"), dict):  # the config the weights were trained with
             changes = check_resume(state["config"], self.cfg, str(path))
             if changes and self.dist.is_main:
