@@ -146,8 +146,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive(kind: type) -> Callable[[str], float | int]:
-    """An argparse type: a finite number above zero, else a usage error naming the value."""
+def positive(kind: type, limit: float | None = None) -> Callable[[str], float | int]:
+    """An argparse type: a finite number above zero (and at most `limit`), else a usage error
+    naming the value."""
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
@@ -155,8 +156,14 @@ def positive(kind: type) -> Callable[[str], float | int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value) or value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above zero")
+        if limit is not None and value > limit:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at most {limit:g}")
         return value
     return parse
+
+
+MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
+MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "cannot run PyTorch")
     p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote (fit the "
                                                        "calibration on its whole children)")
-    p.add_argument("--children", type=positive(int), default=30,
+    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=30,
                    help="whole children timed for the calibration: the smallest, the largest and random ones "
                         "(default: 30)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -248,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "measured) and TABLE.check.json (every child) go beside the table. Run it "
                                    "on the machine the table describes.")
     p.add_argument("--table", required=True, help="latency table JSON")
-    p.add_argument("--children", type=positive(int), default=100, help="random children to time (default: 100)")
+    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=100, help="random children to time (default: 100)")
     p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
     p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -272,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="coarse-to-fine",
                    help="; ".join(f"{name}: {STRATEGIES[name].help}" for name in sorted(STRATEGIES)))
-    p.add_argument("--budget", type=positive(int), default=40, help="accuracy evaluations per device (default: 40)")
+    p.add_argument("--budget", type=positive(int, MAX_BUDGET), default=40, help="accuracy evaluations per device (default: 40)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--out", required=True, help="output directory")

@@ -2,7 +2,7 @@
 
 A field's type says what it accepts (`int`, `float`, `bool`, `str`, `X | None`, `tuple[X, ...]`,
 `Literal[...]`, a nested dataclass, `dict[str, str]`); its metadata adds the constraints
-(`positive`, `min`, `below`, `non_empty`, `name`, `unique`, `odd`; see `rules`). Rules a type cannot state go in
+(`positive`, `min`, `max`, `below`, `non_empty`, `name`, `unique`, `odd`; see `rules`). Rules a type cannot state go in
 the dataclass's `__post_init__`, which raises `Invalid`. No yaml and no torch at import: the
 device runner parses profiles with only onnxruntime and numpy.
 """
@@ -51,7 +51,7 @@ def name_problem(value: object) -> str | None:
 def rules(default: Any = dataclasses.MISSING, **metadata: Any) -> Any:
     """A field with constraints, e.g. `epochs: int = rules(10, positive=True)`.
 
-    positive / min=N / below=N (exclusive): numbers (each element of a tuple); name: a plain name
+    positive / min=N / max=N / below=N (exclusive): numbers (each element of a tuple); name: a plain name
     that can be part of a file name (see `name_problem`); odd: integers; non_empty: strings and
     tuples; unique: tuples. internal=True: never read from the file (e.g. where it was read from)."""
     return dataclasses.field(default=default, metadata=metadata)
@@ -122,6 +122,8 @@ def _value(tp: Any, v: Any, meta: Any, source: str, key: str, error: type[Bignas
     if "min" in meta and v < meta["min"]:
         raise fail(f"must not be negative, got {v}" if meta["min"] == 0 else
                    f"must be {_TYPE_NAMES[tp]} >= {meta['min']}, got {v}")
+    if "max" in meta and v > meta["max"]:
+        raise fail(f"must be at most {meta['max']}, got {v}")
     if "below" in meta and v >= meta["below"]:
         raise fail(f"must be below {meta['below']}, got {v}")
     if meta.get("odd") and v % 2 == 0:

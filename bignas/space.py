@@ -24,6 +24,7 @@ Gate = Literal["sigmoid", "hsigmoid"]
 Stride = Literal[1, 2]
 ACTIVATIONS, GATES = get_args(Activation), get_args(Gate)
 OPTIONS = {"positive": True, "unique": True, "non_empty": True}  # an elastic choice: distinct sizes
+MAX_RESOLUTION = 4096  # pixels, as the ONNX export's dynamic size allows
 
 
 class SpaceError(BignasError):
@@ -84,7 +85,7 @@ class HeadSpace:
 @dataclass(frozen=True)
 class SearchSpace:
     name: str = rules(name=True)
-    resolutions: tuple[int, ...] = rules(**OPTIONS)
+    resolutions: tuple[int, ...] = rules(**OPTIONS, max=MAX_RESOLUTION)
     in_channels: int = rules(positive=True)
     num_classes: int = rules(positive=True)
     channel_divisor: int = rules(positive=True)

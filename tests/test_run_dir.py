@@ -97,3 +97,13 @@ def test_resume_falls_back_past_a_checkpoint_cut_short(run_dir, capsys):
     path.write_bytes(b"")  # nothing intact left: refused, naming the oldest
     with pytest.raises(CheckpointError, match="step-00000003.pt"):
         run.load_latest_checkpoint(space.hash)
+
+
+def test_temporaries_of_a_killed_write_are_removed(run_dir):
+    run, space, _ = run_dir
+    run.save_checkpoint(3, {"step": 3, "space_hash": space.hash}, keep=2)
+    stale = [run.checkpoints / ".step-00000006.pt.x1y2.tmp", run.path / ".metrics.jsonl.abc.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+    assert sorted(run.remove_temporaries()) == sorted(stale)
+    assert not any(p.exists() for p in stale) and run.latest_checkpoint().name == "step-00000003.pt"

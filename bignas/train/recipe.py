@@ -80,6 +80,8 @@ class Recipe:
         self.training_step = SupernetStep(self.supernet, self.optimizer, grad_clip=cfg.optimizer.grad_clip,
                                           average=self.dist.average_gradients)
         self.step = 0
+        if self.dist.is_main:
+            self.run.remove_temporaries()
         if resume:
             self.resume()
         elif self.dist.is_main:

@@ -84,6 +84,14 @@ class RunDir:
         with atomic_path(self.metrics_file) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in kept))
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files a killed write left behind (`.NAME.*.tmp`); returns them."""
+        stale = [p for folder in (self.path, self.checkpoints) if folder.is_dir()
+                 for p in folder.glob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink()
+        return stale
+
     def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path:
         return save_checkpoint(self.checkpoints, step, state, keep)
 
