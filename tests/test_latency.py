@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bignas.cli import main
-from bignas.latency.fit import predict
+from bignas.latency.fit import calibrate, predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency.measure import open_session
@@ -315,3 +315,19 @@ def test_names_inside_files_never_become_paths(tmp_path, tiny):
     write(copy / "manifest.json", json.dumps(manifest))
     with pytest.raises(BundleError, match=r"children\[0\]\.file"):
         read_manifest(copy)
+
+
+def test_a_calibration_without_a_positive_finite_slope_is_refused(tmp_path):
+    space = load_space("cifar-small")
+    table = read_table(fake_table(tmp_path, space), space.hash)
+    rng = random.Random(0)
+    kids = list({c.hash: c for c in (space.sample(rng) for _ in range(12))}.values())
+    table.children = [{"arch": c.to_dict(space), "ratio": 2.0 + i, "ms": 1.0} for i, c in enumerate(kids)]
+    table.children[3]["ratio"] = float("nan")  # one whole child's timing went wrong
+    with pytest.raises(TableError, match=r"slope a = nan \(must be a positive number\)"):
+        calibrate(table, space)
+    data = table.to_dict()
+    data["calibration"] = {"a": -0.5, "b": 0.1, "c": 0.0}
+    data["children"][3]["ratio"] = 3.0
+    with pytest.raises(TableError, match="positive slope"):
+        read_table(write(tmp_path / "negative.json", json.dumps(data)))

@@ -62,6 +62,10 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
         if solution[0] > 0:
             break
     a, c, b = (dict(zip(columns, solution)).get(i, 0.0) for i in range(3))
+    if not (np.isfinite((a, b, c)).all() and a > 0):
+        raise TableError(f"{table.path}: the calibration fit has slope a = {float(a):g} (must be a positive number): "
+                         f"the {len(y)} whole children's times do not grow with their blocks' times; "
+                         f"re-time them on a quieter machine or with more --children")
     error = np.abs(x @ (a, c, b) - y) / y
     return {"a": float(a), "c": float(c), "b": float(b), "children": len(y),
             "fit_mae_pct": float(100 * error.mean()), "fit_worst_pct": float(100 * error.max())}

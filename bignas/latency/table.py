@@ -9,6 +9,7 @@ them to milliseconds.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -135,8 +136,9 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         raise TableError(f"{path}: field 'children' must be a list of {{arch, ratio}} objects")
     calibration = data["calibration"]
     if calibration is not None and not (isinstance(calibration, dict) and all(
-            isinstance(calibration.get(k), (int, float)) for k in ("a", "b", "c"))):
-        raise TableError(f"{path}: field 'calibration' must be null or an object with numbers a, b, c")
+            _finite(calibration.get(k)) for k in ("a", "b", "c")) and calibration["a"] > 0):
+        raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c "
+                         f"and a positive slope a")
     table = LatencyTable(header, entries, children, calibration, path)
     if space_hash is not None:
         check_space(table, space_hash)
@@ -151,5 +153,9 @@ def check_space(table: LatencyTable, space_hash: str) -> None:
                          f"'header.space_hash' does not match")
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return _finite(v) and v > 0
