@@ -146,7 +146,11 @@ def load_yaml(name_or_path: str | Path, kind: str, error: type[BignasError]) -> 
     path = Path(name_or_path)
     name = path.name[:-5] if path.suffix == ".yaml" else path.name
     if path.is_file():
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise error(f"{source}: cannot be read as a UTF-8 text {file_what} ({e})") from None
     elif len(path.parts) == 1 and name in shipped(kind):
         text, source = (resources.files("bignas") / kind / f"{name}.yaml").read_text(), f"bignas/{kind}/{name}.yaml"
     elif len(path.parts) == 1 and path.suffix not in (".yaml", ".yml"):

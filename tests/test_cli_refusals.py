@@ -25,6 +25,12 @@ CASES = [
     (["evaluate", "--run", "nowhere", "--arch", "max"], "run.json"),
     (["export", "--run", "nowhere", "--arch", "max.json", "--out", "o"], "run.json"),
     (["inspect", "--space", "nowhere.yaml", "--arch", "max"], "nowhere.yaml"),
+    (["inspect", "--space", "{binary}.yaml", "--arch", "max"], "binary.yaml"),
+    (["inspect", "--space", "cifar-small", "--arch", "{binary}.json"], "binary.json"),
+    (["train", "--config", "{binary}.yaml"], "binary.yaml"),
+    (["train", "--config", "{broken}.yaml"], "broken.yaml"),
+    (["profile", "--profile", "{binary}.yaml"], "binary.yaml"),
+    (["latency-check", "--table", "{binary}.json"], "binary.json"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["train", "device=cuda"], "cuda"))
@@ -32,11 +38,17 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("argv,named", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_a_clean_refusal(argv, named, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bignas", *argv], cwd=tmp_path, capture_output=True, text=True,
+    inputs, cwd = tmp_path / "inputs", tmp_path / "cwd"
+    inputs.mkdir(), cwd.mkdir()
+    for ext in ("yaml", "json"):
+        (inputs / f"binary.{ext}").write_bytes(bytes(range(128, 256)))  # not UTF-8
+        (inputs / f"broken.{ext}").write_text("a: [1, 2\n")  # YAML cut short
+    argv = [a.format(binary=inputs / "binary", broken=inputs / "broken") for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "bignas", *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and named in proc.stderr, proc.stderr
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert list(cwd.iterdir()) == []  # nothing written
 
 
 def test_a_bug_is_shown_whole_and_asks_for_a_report(tmp_path):
