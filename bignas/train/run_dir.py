@@ -80,7 +80,7 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop records a killed run wrote after `step`, its last checkpoint: they will be written again."""
         lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
-        kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= step]
+        kept = [ln for ln in lines if (at := _step_of(ln)) is not None and at <= step]
         with atomic_path(self.metrics_file) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in kept))
 
@@ -131,11 +131,10 @@ class RunDir:
         """The supernet state dict: the final weights, else those of the newest checkpoint (a
         run still training); either must belong to `space`."""
         if not self.final_file.exists():
-            path = self.latest_checkpoint()
-            if path is None:
+            if self.latest_checkpoint() is None:
                 raise RunError(f"{self.path}: no weights yet (neither {self.final_file.name} nor "
                                f"{self.checkpoints.name}/step-*.pt)")
-            return load_checkpoint(path, space.hash)["model"]
+            return self.load_latest_checkpoint(space.hash)[1]["model"]
         state = load_weights(self.final_file, "weights file", CheckpointError)
         if state.get("space_hash") != space.hash:
             raise CheckpointError(f"{self.final_file}: field 'space_hash' does not match {self.meta_file}")
