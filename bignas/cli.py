@@ -122,7 +122,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
                      max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
-                     budget=args.budget, seed=args.seed, data=args.data, device=args.device, quiet=args.quiet)
+                     options=args.option or [], budget=args.budget, seed=args.seed, data=args.data,
+                     device=args.device, quiet=args.quiet)
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
             {"device": r["target"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="coarse-to-fine",
                    help="; ".join(f"{name}: {STRATEGIES[name].help}" for name in sorted(STRATEGIES)))
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a setting of the chosen strategy (repeat for several); "
+                        + "; ".join(f"{name}: {STRATEGIES[name].describe_settings()}" for name in sorted(STRATEGIES)))
     p.add_argument("--budget", type=positive(int, MAX_BUDGET), default=40, help="accuracy evaluations per device (default: 40)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")

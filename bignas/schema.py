@@ -131,6 +131,23 @@ def _value(tp: Any, v: Any, meta: Any, source: str, key: str, error: type[Bignas
     return v
 
 
+def parse_assignments(items: list[str], what: str, error: type[BignasError]) -> list[tuple[str, Any]]:
+    """`key=value` strings (overrides, options) as (key, value) pairs, each value read as a YAML
+    scalar (`32`, `0.1`, `true`, `lstm`); a malformed item is an `error` naming it and `what` it is."""
+    import yaml
+
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise error(f"{what} {item!r}: expected key=value")
+        try:
+            pairs.append((key, yaml.safe_load(value)))
+        except yaml.YAMLError as e:
+            raise error(f"{what} {item!r}: the value is not valid YAML ({e})") from None
+    return pairs
+
+
 def shipped(kind: str) -> list[str]:
     """Names of the YAML files shipped in `bignas/<kind>/` (kind: spaces, recipes or profiles)."""
     folder = resources.files("bignas") / kind

@@ -1,8 +1,10 @@
 """Every registered strategy through the driver on a synthetic problem (no trained run), the
 pinned behaviour of the ported strategies, the child encoding, and the evaluator's cache."""
 
+import datetime
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -97,7 +99,7 @@ def test_the_driver_refuses_an_infeasible_ask_and_charges_a_child_once(scratch_s
 
     @scratch_strategies("test-biggest", help="asks for the largest child")
     class Biggest:
-        def __init__(self, problem, rng, budget):
+        def __init__(self, problem, rng, budget, settings):
             pass
 
         def ask(self, n):
@@ -108,7 +110,7 @@ def test_the_driver_refuses_an_infeasible_ask_and_charges_a_child_once(scratch_s
 
     @scratch_strategies("test-repeat", help="asks for the smallest child again and again")
     class Repeat:
-        def __init__(self, problem, rng, budget):
+        def __init__(self, problem, rng, budget, settings):
             self.told = []
 
         def ask(self, n):
@@ -186,6 +188,47 @@ def test_evaluator_appends_each_child_as_it_is_evaluated(tmp_path):
     assert again(children) == [0.1, 0.2, 0.5, 0.5] and again.fresh == 2  # the done ones cost nothing
     records = (tmp_path / "accuracy.jsonl").read_text().splitlines()
     assert [json.loads(line)["hash"] for line in records[-2:]] == [c.hash for c in children[2:]]
+
+
+def _two_rank_evaluation(rank, port, cache_files, children, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        evaluator = Evaluator(torch.nn.Linear(2, 2), load_space("cifar-small"), None, cache_files[rank],
+                              data_spec="synthetic", calibration_images=8, batch_size=8, rank=rank, world_size=2,
+                              evaluate_one=lambda c: int(c.hash[:4], 16) / 65536)
+        out.put((rank, evaluator(children), evaluator.fresh))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchrun_ranks_share_rank_0s_reading_of_the_cache(tmp_path):
+    """Rank 1 sees another cache file than rank 0 (as when a process appends between the ranks'
+    reads): without the broadcast the ranks split different children and the gather hangs or fails."""
+    space = load_space("cifar-small")
+    children = [space.sample(random.Random(i)) for i in range(5)]
+    torch.manual_seed(0)
+    first = Evaluator(torch.nn.Linear(2, 2), space, None, tmp_path / "accuracy.jsonl", data_spec="synthetic",
+                      calibration_images=8, batch_size=8, evaluate_one=lambda c: int(c.hash[:4], 16) / 65536)
+    first(children[:3])  # rank 0's file holds three of the five
+    ctx = torch.multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    port = 29600 + os.getpid() % 300
+    procs = [ctx.Process(target=_two_rank_evaluation,
+                         args=(r, port, [tmp_path / "accuracy.jsonl", tmp_path / "empty.jsonl"], children, out))
+             for r in range(2)]
+    for proc in procs:
+        proc.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    expected = [int(c.hash[:4], 16) / 65536 for c in children]
+    assert results == [(0, expected, 2), (1, expected, 2)]  # both ranks: two fresh children, same answers
+    assert not (tmp_path / "empty.jsonl").exists()  # only rank 0 writes
 
 
 def test_write_results_writes_best_children_and_replaces_a_search_whole(tmp_path):

@@ -12,7 +12,7 @@ from bignas.search import driver
 from bignas.search.evaluator import Evaluator
 from bignas.search.problem import Problem, SearchError, Target
 from bignas.search.report import check_out, write_results
-from bignas.search.strategies import get_strategy
+from bignas.search.strategies import get_strategy, make_settings
 from bignas.space import SearchSpace
 from bignas.train.distributed import Distributed
 from bignas.train.run_dir import TrainedRun
@@ -20,16 +20,18 @@ from bignas.train.run_dir import TrainedRun
 
 def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
                max_mflops: float | None = None, max_params_m: float | None = None,
-               strategy: str = "coarse-to-fine", budget: int = 40, seed: int = 0, data: str | None = None,
+               strategy: str = "coarse-to-fine", options: list[str] | None = None, budget: int = 40, seed: int = 0, data: str | None = None,
                device: str = "auto", quiet: bool = False) -> dict[str, Any] | None:
     """Search the run's supernet for the best child per table under its budget; write OUT/search.json,
     the Pareto plots and the best children (see `report.write_results`). Returns the search.json
-    document (None on ranks other than 0 under torchrun)."""
+    document (None on ranks other than 0 under torchrun). `options`: the strategy's `key=value`
+    settings (see `strategies.make_settings`)."""
     if limits and len(limits) != len(tables):
         raise SearchError(f"{len(tables)} latency tables but {len(limits)} latency budgets: give one budget per table")
     if budget < 1:
         raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
     info = get_strategy(strategy)
+    settings = make_settings(strategy, options)
     check_out(out)
 
     dist = Distributed.from_env(device)  # under torchrun, each process evaluates on its own GPU
@@ -45,7 +47,7 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
                                   data_spec=data, calibration_images=trained.config.eval.calibration_images,
                                   batch_size=trained.config.eval.batch_size, rank=dist.rank,
                                   world_size=dist.world_size, on_result=lambda: bar.update(1))
-            doc = driver.run(strategy, problem, evaluator, budget, seed)
+            doc = driver.run(strategy, problem, evaluator, budget, seed, settings)
     finally:
         dist.close()
     doc.update(run=str(run), data=data, evaluated_fresh=evaluator.fresh, cache_lines_skipped=evaluator.skipped)

@@ -14,21 +14,27 @@ from typing import Any, Callable
 
 from bignas.search.problem import Evaluated, Problem, Search, SearchError, Target
 from bignas.search.report import document
-from bignas.search.strategies import get_strategy
+from bignas.search.strategies import get_strategy, make_settings, settings_dict
 from bignas.seeds import derive_seed
 from bignas.space import Child
 
 Evaluate = Callable[[list[Child]], list[float]]
 
 
-def run(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int) -> dict[str, Any]:
-    """Search with `strategy_name` and return the search.json document (see `report.document`)."""
-    return document(problem, strategy_name, budget, seed, searches(strategy_name, problem, evaluate, budget, seed))
+def run(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int,
+        settings: Any = None) -> dict[str, Any]:
+    """Search with `strategy_name` and return the search.json document (see `report.document`).
+    `settings`: the strategy's options (see `strategies.make_settings`); None means its defaults."""
+    settings = make_settings(strategy_name) if settings is None else settings
+    return document(problem, strategy_name, budget, seed, settings_dict(settings),
+                    searches(strategy_name, problem, evaluate, budget, seed, settings))
 
 
-def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int) -> list[Search]:
+def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int,
+             settings: Any = None) -> list[Search]:
     """One search per target for a single-target strategy (seeded by target name), else one in all."""
     info = get_strategy(strategy_name)
+    settings = make_settings(strategy_name) if settings is None else settings
     if budget < 1:
         raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
     targets: list[Target | None] = list(problem.targets) or [None]
@@ -37,20 +43,21 @@ def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: i
     if info.multi_target:
         names = [t.name if t is not None else "any" for t in targets]
         rng = random.Random(derive_seed("search", seed, *names))
-        return [run_one(info.name, problem, evaluate, budget, rng, tuple(targets))]
+        return [run_one(info.name, problem, evaluate, budget, rng, tuple(targets), settings)]
     return [run_one(info.name, problem, evaluate, budget,
-                    random.Random(derive_seed("search", seed, t.name if t is not None else "any")), (t,))
+                    random.Random(derive_seed("search", seed, t.name if t is not None else "any")), (t,), settings)
             for t in targets]
 
 
 def run_one(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, rng: random.Random,
-            targets: tuple[Target | None, ...] = (None,)) -> Search:
+            targets: tuple[Target | None, ...] = (None,), settings: Any = None) -> Search:
     """One search with a given `rng`: over `targets` for a multi-target strategy, else over the one target."""
     info = get_strategy(strategy_name)
+    settings = make_settings(strategy_name) if settings is None else settings
     if not info.multi_target and len(targets) != 1:
         raise SearchError(f"strategy {info.name!r} searches one target at a time, got {len(targets)}")
     start, eval_s, checks = time.perf_counter(), 0.0, problem.checks
-    strategy = info.factory(problem if info.multi_target else problem.view(targets[0]), rng, budget)
+    strategy = info.factory(problem if info.multi_target else problem.view(targets[0]), rng, budget, settings)
     done: dict[str, Evaluated] = {}
     order: list[Evaluated] = []
     while len(order) < budget:

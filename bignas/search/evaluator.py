@@ -3,7 +3,8 @@
 The cache is a JSON-lines file (a run directory's `accuracy.jsonl`), append-only, one record per evaluated child,
 written as soon as that child is evaluated (a killed search loses at most the child in flight),
 and reused by every later search on the same weights, data (spec and content) and calibration size. Under torchrun
-the children still to evaluate go round the ranks in chunks of one child per rank.
+the cache is read once, by rank 0, and broadcast (so every rank splits the same children), and the
+children still to evaluate go round the ranks in chunks of one child per rank.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ class Evaluator:
                         "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
                         "calibration_images": calibration_images}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
-        self.cache = self._load()
+        self.cache = self._load() if rank == 0 else {}
+        if world_size > 1:  # every rank must split the same `todo`: they all take rank 0's reading of the file
+            shared = [(self.cache, self.skipped)]
+            dist.broadcast_object_list(shared, src=0)
+            self.cache, self.skipped = shared[0]
         self.fresh = 0  # children evaluated by this evaluator (not found in the cache)
 
     def __call__(self, children: list[Child]) -> list[float]:

@@ -17,10 +17,11 @@ from bignas.search.problem import Problem, Search, SearchError, Target
 OUTPUTS = ("search.json", "pareto*.png", "best*.json")  # what a search writes into OUT
 
 
-def document(problem: Problem, strategy: str, budget: int, seed: int, searches: list[Search]) -> dict[str, Any]:
+def document(problem: Problem, strategy: str, budget: int, seed: int, settings: dict[str, Any],
+             searches: list[Search]) -> dict[str, Any]:
     """The search.json document: the problem, and one result per target ("devices", kept for compatibility)."""
-    return {"space": problem.space.name, "space_hash": problem.space.hash, "strategy": strategy, "budget": budget,
-            "seed": seed,
+    return {"space": problem.space.name, "space_hash": problem.space.hash, "strategy": strategy,
+            "strategy_settings": settings, "budget": budget, "seed": seed,
             "constraints": {"max_mflops": problem.max_mflops, "max_params_m": problem.max_params_m,
                             "devices": [{"name": t.name, "table": str(t.table.path), "max_latency_ms": t.max_ms}
                                         for t in problem.targets]},

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 
 from bignas.errors import BignasError
-from bignas.schema import from_dict, load_yaml, rules, shipped
+from bignas.schema import from_dict, load_yaml, parse_assignments, rules, shipped
 
 # Numbers no config may make negative, and those that must be above zero.
 _NN, _POS = {"min": 0}, {"positive": True}
@@ -148,15 +147,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     """Read a config file, apply `key=value` overrides (dotted keys, YAML values), then `values`
     (dotted keys, values taken as they are); the result is validated as a whole."""
     data, source = read_config_file(path)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. optimizer.lr=0.05)")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from None
-        _set_dotted(data, key, parsed)
+    for key, value in parse_assignments(overrides or [], "override", ConfigError):
+        _set_dotted(data, key, value)
     for key, value in (values or {}).items():
         _set_dotted(data, key, value)
     return config_from_dict(data, source)

@@ -7,7 +7,8 @@ models, data or devices. The driver owns the budget, dedup, feasibility checks a
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, Union
 
 from bignas.space import Child, SearchSpace
 
@@ -26,9 +27,15 @@ class Strategy(Protocol):
         """The evaluated children of the last `ask`, in its order."""
 
 
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a strategy without options."""
+
+
 # A single-target strategy gets a TargetView (fits / budget_use bound to one target); a
-# multi-target one the whole Problem. `budget` is the number of evaluations it will be granted.
-StrategyFactory = Callable[[Union["TargetView", "Problem"], random.Random, int], Strategy]
+# multi-target one the whole Problem. `budget` is the number of evaluations it will be granted;
+# `settings` an instance of the dataclass it registered (see `register`).
+StrategyFactory = Callable[[Union["TargetView", "Problem"], random.Random, int, Any], Strategy]
 
 
 def feasible_variant(space: SearchSpace, parent: Child, fits: Fits, rng: random.Random, prob: float,

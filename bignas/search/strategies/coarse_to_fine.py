@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from bignas.schema import rules
 from bignas.search.strategies import register
 from bignas.search.strategies.base import feasible_variant, random_feasible
 from bignas.space import Child, SearchSpace, StageChoice
@@ -42,16 +44,24 @@ def skeletons(space: SearchSpace) -> list[Child]:
     return list(grid.values())
 
 
-@register("coarse-to-fine", help="a grid of skeletons, then constrained mutation of the best (default)")
+@dataclass(frozen=True)
+class CoarseToFineSettings:
+    coarse_share: float = rules(0.5, positive=True, max=1.0, help="share of the budget spent on the grid")
+    parents: int = rules(3, positive=True, help="best children mutated in each fine round")
+    mutate_prob: float = rules(0.2, positive=True, max=1.0, help="chance that each decision of a parent changes")
+
+
+@register("coarse-to-fine", settings=CoarseToFineSettings,
+          help="a grid of skeletons, then constrained mutation of the best (default)")
 class CoarseToFine:
     """Ask for the feasible skeletons that use the budget most (the most accurate ones to expect),
     then for constrained random mutations of the best few, widening to random feasible children
     when a neighbourhood is exhausted."""
 
-    def __init__(self, problem: TargetView, rng: random.Random, budget: int, coarse_share: float = 0.5,
-                 parents: int = 3, mutate_prob: float = 0.2) -> None:
+    def __init__(self, problem: TargetView, rng: random.Random, budget: int,
+                 settings: CoarseToFineSettings) -> None:
         self.problem, self.rng, self.budget = problem, rng, budget
-        self.coarse_share, self.parents, self.mutate_prob = coarse_share, parents, mutate_prob
+        self.coarse_share, self.parents, self.mutate_prob = settings.coarse_share, settings.parents, settings.mutate_prob
         self.history: list[Evaluated] = []
         self.seen: set[str] = set()
         self.started = False

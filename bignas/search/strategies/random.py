@@ -6,7 +6,7 @@ import random
 from typing import TYPE_CHECKING, Sequence
 
 from bignas.search.strategies import register
-from bignas.search.strategies.base import random_feasible
+from bignas.search.strategies.base import NoSettings, random_feasible
 from bignas.space import Child
 
 if TYPE_CHECKING:  # types only: the registry stays light for the CLI
@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # types only: the registry stays light for the CLI
 
 @register("random", help="uniform feasible children (the baseline)")
 class RandomSearch:
-    def __init__(self, problem: TargetView, rng: random.Random, budget: int) -> None:
+    def __init__(self, problem: TargetView, rng: random.Random, budget: int, settings: NoSettings) -> None:
         self.problem, self.rng = problem, rng
         self.seen: set[str] = set()
         self.exhausted = False
