@@ -126,9 +126,19 @@ def cmd_search(args: argparse.Namespace) -> int:
                      device=args.device, quiet=args.quiet)
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
-            {"device": r["target"], "top1_val": r["best"]["top1_val"], "latency_ms": r["best"]["latency_ms"],
-             "mflops": round(r["best"]["mflops"], 4), "params_m": round(r["best"]["params_m"], 6),
-             "arch": r["best"]["arch"]} for r in doc["devices"]]}))
+            {"device": r["target"], "top1_val": b["top1_val"], "latency_ms": b["latency_ms"],
+             "mflops": round(b["mflops"], 4), "params_m": round(b["params_m"], 6), "arch": b["arch"],
+             "hypervolume": round(r["hypervolume"]["normalised"], 6)} if (b := r["best"]) is not None
+            else {"device": r["target"], "best": None}
+            for r in doc["devices"]]}))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bignas.search.compare import compare
+
+    for row in compare(args.searches, args.out, args.label):
+        print(json.dumps(row))
     return 0
 
 
@@ -290,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("compare", help="plot several searches' Pareto fronts and progress curves on one figure",
+                       description="Read the search.json of each OUT folder written by 'bignas search' (for "
+                                   "example one per --strategy, same run, targets and budget) and draw, per "
+                                   "target, their Pareto fronts and best-so-far curves side by side. Prints one "
+                                   "JSON line per search and target: best val top-1 and normalised hypervolume.")
+    p.add_argument("searches", nargs="+", metavar="OUT", help="output folders of 'bignas search'")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="legend name of each search, in order (default: strategy and seed)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="figure to write (PNG)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export one child for deployment: child.pt, child.onnx, card.json",
                        description="Extract a child from a trained run, recalibrate its BN statistics, write "

@@ -8,14 +8,17 @@ from typing import Any
 from bignas.io import atomic_path
 
 
-def figure(width: float, height: float) -> tuple[Any, Any]:
-    """A new (figure, axes) pair on matplotlib's Agg backend (files only, no display)."""
+def figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
+    """A new (figure, axes) pair on matplotlib's Agg backend (files only, no display); with several
+    rows or columns, the axes as a 2-D array (rows x cols)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    if rows == cols == 1:
+        return plt.subplots(figsize=(width, height))
+    return plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
