@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -64,9 +66,11 @@ def check_output_dir(out: str | Path, outputs: Iterable[str], error: type[Except
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` as a whole, so a
-    reader sees the earlier folder or the complete new one, never a mix."""
+    reader sees the earlier folder or the complete new one, never a mix. What a killed earlier
+    write left beside `path` is cleared first (see `recover_dir`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
     try:
@@ -86,6 +90,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover is not None and leftover.exists():
                 shutil.rmtree(leftover)
+
+
+def recover_dir(path: Path) -> None:
+    """Undo what a write killed inside `atomic_dir` left beside `path` (one writer per folder at a
+    time is assumed): put back an earlier folder a kill caught between its two renames, and remove
+    the half-built temporaries."""
+    if not path.parent.is_dir():
+        return
+    for leftover in sorted(path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.old")):
+        if not path.exists() and (leftover / path.name).is_dir():
+            os.replace(leftover / path.name, path)
+            print(f"note: restored {path} from {leftover}, left by a write that was killed", file=sys.stderr)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def read_json(path: str | Path, what: str, error: type[Exception] = ValueError) -> Any:

@@ -9,6 +9,7 @@ supernet, the static child, the cost model and the latency tables all read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -194,6 +195,14 @@ class SearchSpace:
             mix=pick(a.mix, b.mix),
         )
 
+    def child_count(self) -> int:
+        """How many distinct children the space has: a stage of depth d has (kernels × expands)^d
+        block choices, the blocks beyond d do not exist (unlike `decisions`, which counts them)."""
+        count = len(self.resolutions) * len(self.stem.widths) * len(self.head.widths) * max(1, len(self.head.mix_widths))
+        for s in self.stages:
+            count *= len(s.widths) * sum((len(s.kernels) * len(s.expands)) ** d for d in s.depths)
+        return count
+
     def decisions(self) -> list[tuple[str, tuple]]:
         """The fixed-length genome: (name, sorted options) of every choice, blocks up to each
         stage's maximum depth included (see `encode`)."""
@@ -319,7 +328,7 @@ class Child:
             s["kernels"], s["expands"] = list(s["kernels"]), list(s["expands"])
         return {"space": space.name, **d} if space is not None else d
 
-    @property
+    @functools.cached_property  # a search asks for it many times per candidate; a child never changes
     def hash(self) -> str:
         """Stable identifier of this architecture (independent of the space name)."""
         return _digest(self.to_dict())

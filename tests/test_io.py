@@ -46,3 +46,17 @@ def test_output_folders_that_must_not_be_replaced(tmp_path):
         locked.mkdir(mode=0o555)
         with pytest.raises(BignasError, match="not a writable folder"):
             check_output_dir(locked / "out", OUTPUTS, BignasError, "export")
+
+
+def test_what_a_killed_folder_write_left_is_undone_by_the_next(tmp_path, capsys):
+    out = tmp_path / "out"
+    # a kill between the two renames: the earlier folder sits in .out.XXXXXXXX.old/out, OUT is gone
+    (tmp_path / ".out.abcdefgh.old" / "out").mkdir(parents=True)
+    (tmp_path / ".out.abcdefgh.old" / "out" / "a.txt").write_text("earlier")
+    (tmp_path / ".out.ijklmnop.tmp").mkdir()  # a half-built folder of a killed write
+    (tmp_path / ".out.v2.qrstuvwx.tmp").mkdir()  # another folder's (out.v2) temporary: not ours to remove
+    with pytest.raises(RuntimeError, match="fails"):
+        with atomic_dir(out):
+            raise RuntimeError("this write fails too")
+    assert (out / "a.txt").read_text() == "earlier" and "restored" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.v2.qrstuvwx.tmp", "out"]

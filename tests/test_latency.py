@@ -1,9 +1,12 @@
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -15,10 +18,13 @@ from bignas.cli import main
 from bignas.latency.fit import calibrate, predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
+from bignas.latency import device
+from bignas.latency.clock import table_clock
 from bignas.latency.measure import open_session
-from bignas.latency.device import BundleError, read_manifest
+from bignas.latency.device import BundleError, read_manifest, run_bundle
 from bignas.latency.profiles import ProfileError, load_profile, parse_profile
-from bignas.latency.table import LatencyTable, TableError, make_header, read_table, shipped_tables, write_table
+from bignas.latency.table import (LatencyTable, TableError, fingerprint, make_header, read_table, shipped_tables,
+                                  write_table)
 from bignas.schema import shipped
 from bignas.space import SpaceError, load_space, parse_space
 from bignas.plan import plan
@@ -211,13 +217,15 @@ def test_rank_correlations():
 # the same run on the host (resuming from the exported files), latency-check.
 # ------------------------------------------------------------------------------------------------
 
-BLOCK_TORCH = """
+NO_TORCH = """
 import sys
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "onnx", "onnxscript", "yaml"):
             raise ImportError(f"{name} is not installed on this device")
 sys.meta_path.insert(0, NoTorch())
+"""
+BLOCK_TORCH = NO_TORCH + """
 from bignas.latency.device import main
 code = main(sys.argv[1:])
 assert not any(m.split(".")[0] in ("torch", "onnx", "yaml") for m in sys.modules), "torch was imported"
@@ -248,6 +256,7 @@ def test_device_runner_without_torch_resumes(tiny):
     first = manifest["blocks"][0]["key"]
     write(root / "device.json.partial", json.dumps({
         "bundle": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()[:16],
+        "machine": fingerprint("CPUExecutionProvider"),
         "entries": {first: {"ratio": 123.0, "ms": 1.0, "ref_ms": 0.1}}, "children": {}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(bundle), "--out", str(out), "--quiet"],
@@ -331,3 +340,184 @@ def test_a_calibration_without_a_positive_finite_slope_is_refused(tmp_path):
     data["children"][3]["ratio"] = 3.0
     with pytest.raises(TableError, match="positive slope"):
         read_table(write(tmp_path / "negative.json", json.dumps(data)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The device runner's failures: damaged bundles, another board's progress, kills, a bad --out.
+# ------------------------------------------------------------------------------------------------
+
+# The device runner without torch, SIGKILLed (no cleanup runs) when about to time its model number
+# KILL_AFTER + 1, or with KILL_AFTER=-1 when renaming the finished table into place. It saves its
+# progress every 2 new timings.
+KILL = NO_TORCH + """
+import os, signal
+from pathlib import Path
+from bignas.latency import device
+device.SAVE_EVERY = 2
+after, calls, timed, replace = int(os.environ["KILL_AFTER"]), [0], device.Timer.time, os.replace
+def time(self, model):
+    calls[0] += 1
+    if 0 <= after < calls[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return timed(self, model)
+def rename(src, dst):
+    if after < 0 and Path(dst).suffix == ".json":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst)
+device.Timer.time, os.replace = time, rename
+sys.exit(device.main(sys.argv[1:]))
+"""
+
+
+def mini_bundle(tiny, tmp_path: Path, blocks: int = 3, children: int = 2) -> Path:
+    """A copy of the tiny bundle that times only its first few blocks and children (about a second)."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny[3], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["blocks"], manifest["children"] = manifest["blocks"][:blocks], manifest["children"][:children]
+    write(copy / "manifest.json", json.dumps(manifest))
+    return copy
+
+
+def run_killed(bundle: Path, out: Path, kill_after: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AFTER": str(kill_after)}
+    done = subprocess.run([sys.executable, "-c", KILL, str(bundle), "--out", str(out), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_damaged_bundle_names_the_file_not_a_profile_field(tiny, tmp_path, capsys):
+    bundle = mini_bundle(tiny, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    block = bundle / manifest["blocks"][1]["file"]
+    data = block.read_bytes()
+    out = tmp_path / "out" / "t.json"
+
+    def refused() -> str:
+        assert device.main([str(bundle), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "intra_op_threads" not in err and not out.parent.exists()
+        return err
+
+    block.unlink()  # a copy that left one file out
+    assert f"{block}: model file is missing" in refused() and "field 'blocks[1].file'" in refused()
+    block.write_bytes(data[: len(data) // 2])  # a copy cut short
+    assert f"{block}: model file is cut short: {len(data) // 2} bytes, the bundle wrote {len(data)}" in refused()
+    # A bundle that does not record its sizes: the session fails to open, and the file is blamed
+    # (before any profile field), named, with ONNX Runtime's own words.
+    del manifest["sizes"]
+    write(bundle / "manifest.json", json.dumps(manifest))
+    err = refused()
+    assert f"{block}: model file is cut short or damaged" in err and "INVALID_PROTOBUF" in err
+    write(block, "this is not a model\n")
+    assert f"{block}: model file is not an ONNX model" in refused()
+    block.unlink()
+    assert f"{block}: model file is missing" in refused()
+    # open_session checks the file first even where the profile is wrong too.
+    bad = load_profile(write(tmp_path / "aff.yaml", FAST_PROFILE.replace("intra_op_threads: 1", "intra_op_threads: 2")
+                             + "affinity: '1;2'\n"))
+    with pytest.raises(BundleError, match=r"missing\.onnx: model file is missing"):
+        open_session(bad, tmp_path / "missing.onnx")
+    with pytest.raises(BundleError, match=r"bundle: model file is not a regular file"):
+        open_session(bad, bundle)
+    with pytest.raises(ProfileError, match=r"aff\.yaml: field 'affinity'"):
+        open_session(bad, bundle / manifest["reference"])
+
+
+def test_a_killed_device_run_leaves_no_table(tiny, tmp_path, monkeypatch):
+    bundle = mini_bundle(tiny, tmp_path)
+    out = tmp_path / "out" / "t.json"
+    partial = out.with_name("t.json.partial")
+    run_killed(bundle, out, 3)  # killed while timing: its last save holds 2 timings
+    assert sorted(os.listdir(out.parent)) == ["t.json.partial"]
+    saved = json.loads(partial.read_text())
+    assert len(saved["entries"]) == 2 and saved["machine"] == fingerprint("CPUExecutionProvider")
+    run_killed(bundle, out, -1)  # resumes, times the other 3, is killed while the table is renamed into place
+    names = os.listdir(out.parent)
+    assert [n for n in names if not n.startswith(".")] == ["t.json.partial"]
+    assert all(n.startswith(".t.json.") and n.endswith(".tmp") for n in names if n.startswith("."))
+    saved = json.loads(partial.read_text())
+    assert len(saved["entries"]) == 3 and len(saved["children"]) == 2
+    # Every timing was saved before the table was written: the next run times nothing again.
+    monkeypatch.setattr(device.Timer, "time", lambda self, model: pytest.fail(f"{model} timed again"))
+    table = run_bundle(bundle, out)
+    assert [n for n in os.listdir(out.parent) if not n.startswith(".")] == ["t.json"]
+    assert table.entries == saved["entries"] and read_table(out).entries == saved["entries"]
+
+
+def test_a_partial_from_another_board_is_not_resumed(tiny, tmp_path, capsys):
+    bundle = mini_bundle(tiny, tmp_path)
+    out = tmp_path / "t.json"
+    partial = tmp_path / "t.json.partial"
+    run_killed(bundle, out, 3)  # a real partial, as a killed run leaves it
+    real = json.loads(partial.read_text())
+    assert len(real["entries"]) == 2
+    for entry in real["entries"].values():
+        entry["ratio"] = 123.0  # marks a resumed timing
+    for field, value in (("host", "ARM Cortex-A76 (4 cores)"), ("onnxruntime", "1.16.3"), ("accelerator", "GPU"),
+                         ("machine", None), (None, None)):
+        edited = json.loads(json.dumps(real))
+        if field == "machine":
+            del edited["machine"]  # written by a runner that did not record it
+        elif field:
+            edited["machine"][field] = value
+        write(partial, json.dumps(edited))
+        table = run_bundle(bundle, out)
+        err = capsys.readouterr().err
+        resumed = [k for k, e in table.entries.items() if e["ratio"] == 123.0]
+        if field is None:  # this machine's own partial
+            assert len(resumed) == 2 and err == ""
+        else:
+            assert resumed == [] and err.count("\n") == 1 and err.startswith(f"{partial}: ")
+            assert err.rstrip().endswith("not resuming it, starting fresh")
+            if field == "machine":
+                assert "does not say which machine" in err
+            else:
+                assert f"was measured elsewhere: {field} {value!r} (here {fingerprint('CPUExecutionProvider')[field]!r})" in err
+        assert not partial.exists()
+    write(partial, '{"bundle": "cut sh')  # a damaged partial is only a cache: start fresh, say so
+    run_bundle(bundle, out)
+    assert "malformed JSON" in capsys.readouterr().err
+
+
+def test_device_runner_checks_out_before_timing(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(device, "Timer", lambda *args: pytest.fail("timing started before --out was checked"))
+    afile = write(tmp_path / "afile", "x")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = [(folder, f"{folder}: exists and is not a file"), (afile / "t.json", f"{afile}: exists and is not a folder"),
+             (afile / "sub" / "t.json", f"{afile / 'sub'}: cannot be created")]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if not os.access(locked, os.W_OK):  # root may write anywhere
+        cases.append((locked / "t.json", f"{locked}: not a writable folder"))
+    for out, why in cases:
+        start = time.monotonic()
+        assert device.main([str(tiny[3]), "--out", str(out), "--quiet"]) == 2
+        assert time.monotonic() - start < 1
+        assert why in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["afile", "folder", "locked"] and not os.listdir(folder)
+
+
+def test_header_fields_that_are_not_text_are_refused(tmp_path):
+    space = load_space("cifar-small")
+    table = json.loads(fake_table(tmp_path, space).read_text())
+    for field, value in (("profile", 5), ("space", ["cifar-small"]), ("host", None), ("onnxruntime", 1.32),
+                         ("provider", {"CPU": 1}), ("space_hash", 80), ("accelerator", True), ("date", 2026)):
+        bad = write(tmp_path / "bad.json", json.dumps({**table, "header": {**table["header"], field: value}}))
+        with pytest.raises(TableError, match=rf"bad\.json: field 'header\.{field}' must be a .*{re.escape(repr(value))}"):
+            read_table(bad)
+
+
+def test_table_clock_refuses_another_host_runtime_or_provider(tmp_path):
+    path = fake_table(tmp_path, load_space("cifar-small"))
+    for field, value, why in (("host", "Other CPU (64 cores)", "measured on 'Other CPU (64 cores)', this machine is"),
+                              ("onnxruntime", "1.0.0", "measured with ONNX Runtime 1.0.0, this machine has"),
+                              ("provider", "CoreMLExecutionProvider",
+                               "measured with 'CoreMLExecutionProvider', which this ONNX Runtime build lacks")):
+        table = read_table(path)
+        table.header[field] = value
+        with pytest.raises(TableError, match=re.escape(f"{path}: {why}")):
+            with table_clock(table):
+                pass

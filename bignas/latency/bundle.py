@@ -46,7 +46,8 @@ def write_bundle(profile: DeviceProfile, space: SearchSpace, directory: Path, ch
             export_child(space, child, directory / whole["file"])
     shutil.rmtree(cache, ignore_errors=True)  # only needed while exporting; the device needs none of it
     manifest = directory / MANIFEST
+    files = [REFERENCE_FILE] + [e["file"] for e in blocks + wholes]
     write_json(manifest, {"format": BUNDLE_FORMAT, "profile": profile.to_dict(), "space": space.name,
                           "space_hash": space.hash, "reference": REFERENCE_FILE, "blocks": blocks,
-                          "children": wholes})
+                          "children": wholes, "sizes": {f: (directory / f).stat().st_size for f in files}})
     return manifest

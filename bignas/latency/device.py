@@ -5,13 +5,18 @@
 Needs only onnxruntime and numpy (and the bignas source tree, or just this package's torch-free
 modules: console, errors, io, latency.profiles / measure / table). `bignas profile --bundle DIR`
 writes the bundle; `bignas profile --calibrate FILE` completes the table this writes. A killed
-run resumes from FILE.partial, which is rewritten atomically every few entries.
+run resumes from FILE.partial, which is rewritten atomically every few entries, records the bundle
+and the machine (CPU, ONNX Runtime version and provider) it was measured on, and is resumed only
+on the same bundle and machine. FILE itself is written once, atomically, at the end: a kill leaves
+the earlier FILE (or none) and the partial, never half a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,18 +24,14 @@ import numpy as np
 
 from bignas.console import Progress
 from bignas.errors import BignasError
-from bignas.io import digest, read_json, write_json
-from bignas.latency.measure import Timer
+from bignas.io import check_output_dir, digest, read_json, write_json
+from bignas.latency.measure import BundleError, Timer, file_problem
 from bignas.latency.profiles import parse_profile
-from bignas.latency.table import LatencyTable, make_header, write_table
+from bignas.latency.table import LatencyTable, differences, fingerprint, make_header, write_table
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "bignas-latency-bundle"
 SAVE_EVERY = 10  # entries between two progress-file writes
-
-
-class BundleError(BignasError):
-    """A bundle is missing or malformed; the message names the file and field."""
 
 
 def read_manifest(bundle: Path) -> dict:
@@ -52,24 +53,82 @@ def read_manifest(bundle: Path) -> dict:
     for field, file in files:
         if not isinstance(file, str) or not (root / file).resolve().is_relative_to(root):
             raise BundleError(f"{path}: field '{field}' = {file!r} is not a file inside the bundle")
+    # Each file's size as written (bundles written before it lack the field), so that a bundle copied in
+    # part is refused before anything is timed.
+    sizes = data.setdefault("sizes", {})
+    if not isinstance(sizes, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                              for n in sizes.values()):
+        raise BundleError(f"{path}: field 'sizes' must map file names to byte counts")
     return data
+
+
+def check_files(bundle: Path, manifest: dict) -> None:
+    """Refuse a bundle one of whose model files is missing or not the size it was written with."""
+    files = [("reference", manifest["reference"])]
+    files += [(f"{g}[{i}].file", e["file"]) for g in ("blocks", "children") for i, e in enumerate(manifest[g])]
+    for field, file in files:
+        problem = file_problem(bundle / file, manifest["sizes"].get(file))
+        if problem:
+            raise BundleError(f"{bundle / file}: model file {problem} (field '{field}' of {bundle / MANIFEST})")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out the table cannot be written to, before anything is timed."""
+    if out.exists() and not out.is_file():
+        raise BundleError(f"{out}: exists and is not a file; --out names the latency table (JSON) to write")
+    # A file where the table's folder should be, or no writable folder to create it in.
+    check_output_dir(out.parent, ("*",), BundleError, "device run")
+    if out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
+        raise BundleError(f"{out.parent}: not a writable folder, so {out.name} cannot be written there")
+
+
+def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
+    """The progress a killed run left in `partial` when it timed this bundle on this machine;
+    otherwise a fresh start, with one line on stderr saying why the partial is not used."""
+    fresh = {"bundle": bundle_id, "machine": machine, "entries": {}, "children": {}}
+    if not partial.exists():
+        return fresh
+    try:
+        saved = read_json(partial, "progress file", BundleError)
+    except BundleError as e:
+        saved, why = None, str(e).removeprefix(f"{partial}: ")
+    else:
+        why = "is not a progress file of this runner"
+    if isinstance(saved, dict) and all(_timings(saved.get(group)) for group in ("entries", "children")):
+        changed = differences(saved.get("machine"), machine)
+        if saved.get("bundle") != bundle_id:
+            why = "is for another bundle (its manifest differs)"
+        elif not isinstance(saved.get("machine"), dict):
+            why = "does not say which machine it was measured on (an older runner wrote it)"
+        elif changed:
+            why = f"was measured elsewhere: {', '.join(changed)}"
+        else:
+            return saved  # same bundle, same machine: continue where the killed run stopped
+    print(f"{partial}: {why}; not resuming it, starting fresh", file=sys.stderr)
+    return fresh
+
+
+def _timings(results) -> bool:
+    return isinstance(results, dict) and all(
+        isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) and not isinstance(t.get(k), bool)
+                                    and math.isfinite(t[k]) and t[k] > 0 for k in ("ratio", "ms", "ref_ms"))
+        for t in results.values())
 
 
 def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTable:
     """Time every model of `bundle` against its reference and write the (uncalibrated) table to `out`."""
     bundle, out = Path(bundle), Path(out)
+    check_out(out)
     manifest = read_manifest(bundle)
     profile = parse_profile(manifest["profile"], f"{bundle / MANIFEST}: field 'profile'")
+    check_files(bundle, manifest)
     bundle_id = digest((bundle / MANIFEST).read_bytes())
     partial = out.with_name(out.name + ".partial")
-    state = {"bundle": bundle_id, "entries": {}, "children": {}}
-    if partial.exists():
-        saved = read_json(partial, "progress file", BundleError)
-        if isinstance(saved, dict) and saved.get("bundle") == bundle_id:
-            state = saved  # same bundle: continue where the killed run stopped
+    state = resume(partial, bundle_id, fingerprint(profile.provider))
     timer = Timer(profile, bundle / manifest["reference"])
     todo = [(b["key"], b["file"], state["entries"]) for b in manifest["blocks"]]
     todo += [(c["file"], c["file"], state["children"]) for c in manifest["children"]]
+    unsaved = 0
     for i, (name, file, results) in enumerate(todo):
         if progress:
             progress("time", i + 1, len(todo))
@@ -77,8 +136,12 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
             continue
         t = timer.time(bundle / file)
         results[name] = {"ratio": t.ratio, "ms": t.ms, "ref_ms": t.reference_ms}
-        if (i + 1) % SAVE_EVERY == 0:
+        unsaved += 1
+        if unsaved >= SAVE_EVERY:
             write_json(partial, state)
+            unsaved = 0
+    if unsaved:
+        write_json(partial, state)  # so that a kill while the table is written re-times nothing
     measured = list(state["entries"].values()) + list(state["children"].values())
     reference_ms = float(np.median([m["ref_ms"] for m in measured]))
     children = [{"arch": c["arch"], **state["children"][c["file"]]} for c in manifest["children"]]

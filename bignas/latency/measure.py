@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from bignas.console import quiet
+from bignas.errors import BignasError
 from bignas.latency.profiles import DeviceProfile, ProfileError
 
 _MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
+
+
+class BundleError(BignasError):
+    """A bundle, or a model file to time, is missing or malformed; the message names the file and field."""
 
 
 def session_options(profile: DeviceProfile, affinity: bool = True, config: bool = True):
@@ -40,7 +45,8 @@ def session_options(profile: DeviceProfile, affinity: bool = True, config: bool 
 
 
 def open_session(profile: DeviceProfile, model: str | Path):
-    """An ONNX Runtime session for `model` under `profile`; ProfileError if ORT cannot honour it."""
+    """An ONNX Runtime session for `model` under `profile`; BundleError if the file is the problem
+    (missing, cut short, not ONNX), else ProfileError if ORT cannot honour the profile."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -50,6 +56,7 @@ def open_session(profile: DeviceProfile, model: str | Path):
     try:
         session = _session(profile, model, affinity=True, options=True, config=True)
     except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+        check_model_file(model)  # a file cut short by a partial copy is no profile field's fault
         raise ProfileError(f"{profile.source}: field '{_culprit(profile, model)}': ONNX Runtime rejects "
                            f"it: {str(e).strip().splitlines()[0]}") from None
     if session.get_providers()[0] != profile.provider:
@@ -64,6 +71,43 @@ def _session(profile: DeviceProfile, model: str | Path, affinity: bool, options:
     provider = (profile.provider, profile.provider_options if options else {})
     with quiet():  # a failing provider prints its fallback attempt on stdout
         return ort.InferenceSession(str(model), session_options(profile, affinity, config), providers=[provider])
+
+
+def file_problem(path: Path, size: int | None = None) -> str | None:
+    """Why the model file `path` cannot be what was written (missing, not a regular file, not the
+    `size` bytes the bundle recorded), or None. Only a stat: cheap enough for every file up front."""
+    if not path.exists():
+        return "is missing (was the bundle copied in part?)"
+    if not path.is_file():
+        return "is not a regular file"
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return (f"is {'cut short' if actual < size else 'longer than written'}: {actual} bytes, the bundle "
+                f"wrote {size} (was it copied in part?)")
+    return None
+
+
+def check_model_file(model: str | Path) -> None:
+    """Refuse a model file that is missing, not a regular file, or that ONNX Runtime cannot load with
+    default settings (cut short, damaged, not ONNX at all); the BundleError names the file."""
+    import onnxruntime as ort
+
+    path = Path(model)
+    problem = file_problem(path)
+    if problem:
+        raise BundleError(f"{path}: model file {problem}")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        with quiet():
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        with path.open("rb") as f:
+            # A serialized ONNX model opens with its ir_version field (tag 0x08).
+            onnx_like = f.read(1) in (b"\x08", b"")
+        what = "cut short or damaged (was it copied in part?)" if onnx_like else "not an ONNX model"
+        raise BundleError(f"{path}: model file is {what}: ONNX Runtime cannot load its {path.stat().st_size} "
+                          f"bytes even with default settings: {str(e).strip().splitlines()[0]}") from None
 
 
 def _culprit(profile: DeviceProfile, model: str | Path) -> str:

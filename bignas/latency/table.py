@@ -15,7 +15,7 @@ import platform
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from bignas.errors import BignasError
 from bignas.io import read_json, write_json
@@ -26,6 +26,9 @@ FORMAT = "bignas-latency-table"
 SCHEMA = 2
 HEADER_FIELDS = ("schema", "profile", "host", "accelerator", "onnxruntime", "provider", "threads", "batch",
                  "space", "space_hash", "date", "reference_ms", "settings")
+TEXT_FIELDS = ("host", "accelerator", "onnxruntime", "provider", "space_hash", "date")  # besides the two names
+# What a timing depends on besides the profile: the machine and the ONNX Runtime build that ran it.
+FINGERPRINT = ("host", "accelerator", "onnxruntime", "provider")
 
 
 class TableError(BignasError):
@@ -68,12 +71,24 @@ def device_description() -> str:
     return f"{name or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def make_header(profile: DeviceProfile, space_name: str, space_hash: str, reference_ms: float) -> dict[str, Any]:
+def fingerprint(provider: str) -> dict[str, str]:
+    """This machine and ONNX Runtime build, timing with `provider`: the `FINGERPRINT` fields."""
     import onnxruntime as ort
 
+    return {"host": device_description(), "accelerator": ort.get_device(), "onnxruntime": ort.__version__,
+            "provider": provider}
+
+
+def differences(recorded: Any, here: Mapping[str, str], fields: Iterable[str] = FINGERPRINT) -> list[str]:
+    """How `recorded` (a table header, a progress file's record) differs from `here` in `fields`,
+    e.g. ["onnxruntime '1.31.0' (here '1.32.0')"]; empty when it matches."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return [f"{f} {recorded.get(f)!r} (here {here[f]!r})" for f in fields if recorded.get(f) != here[f]]
+
+
+def make_header(profile: DeviceProfile, space_name: str, space_hash: str, reference_ms: float) -> dict[str, Any]:
     return {
-        "schema": SCHEMA, "profile": profile.name, "host": device_description(),
-        "accelerator": ort.get_device(), "onnxruntime": ort.__version__, "provider": profile.provider,
+        "schema": SCHEMA, "profile": profile.name, **fingerprint(profile.provider),
         "threads": {"intra_op": profile.intra_op_threads, "inter_op": profile.inter_op_threads},
         "batch": profile.batch, "space": space_name, "space_hash": space_hash,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -122,6 +137,9 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
     for key in ("profile", "space"):
         if name_problem(header[key]):
             raise TableError(f"{path}: field 'header.{key}' {name_problem(header[key])}")
+    for key in TEXT_FIELDS:
+        if not isinstance(header[key], str):
+            raise TableError(f"{path}: field 'header.{key}' must be a string, got {header[key]!r}")
     if not _positive(header["reference_ms"]):
         raise TableError(f"{path}: field 'header.reference_ms' must be a positive number")
     entries = data["entries"]

@@ -38,6 +38,7 @@ def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: i
     if budget < 1:
         raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
     targets: list[Target | None] = list(problem.targets) or [None]
+    problem.check_budget(budget)
     for target in targets:  # refuse an infeasible budget before spending any evaluation
         problem.check_achievable(target)
     if info.multi_target:

@@ -98,6 +98,13 @@ class Problem:
                               f"child needs {'; '.join(problems)}. Raise the budget to at least the "
                               f"smallest child's value.")
 
+    def check_budget(self, budget: int) -> None:
+        """Refuse a budget of more accuracy evaluations than the space has distinct children."""
+        count = self.space.child_count()
+        if budget > count:
+            raise SearchError(f"--budget {budget} exceeds the {count} distinct children of space "
+                              f"'{self.space.name}': give at most {count}")
+
     def view(self, target: Target | None) -> "TargetView":
         return TargetView(self, target)
 

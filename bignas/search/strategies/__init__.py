@@ -73,6 +73,6 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return dataclasses.asdict(settings)
 
 
-_MODULES = ("coarse_to_fine", "random")
+_MODULES = ("coarse_to_fine", "random", "evolution", "nsga2", "reinforce")
 for _module in _MODULES:
     importlib.import_module(f"{__name__}.{_module}")

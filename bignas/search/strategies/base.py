@@ -56,3 +56,24 @@ def random_feasible(space: SearchSpace, fits: Fits, rng: random.Random, seen: se
             return child
     # Random children rarely meet a tight budget: mutate the smallest child instead.
     return feasible_variant(space, space.min(), fits, rng, 0.3, seen)
+
+
+def offspring(space: SearchSpace, a: Child, b: Child | None, fits: Fits, rng: random.Random, crossover_prob: float,
+              mutate_prob: float, seen: set[str]) -> Child | None:
+    """A feasible child not in `seen`, made by crossing `a` with `b` (with probability
+    `crossover_prob`, when `b` is given) and mutating the result; None after MAX_TRIES candidates."""
+    for _ in range(MAX_TRIES):
+        child = space.crossover(a, b, rng) if b is not None and rng.random() < crossover_prob else a
+        child = space.mutate(child, rng, mutate_prob)
+        if child.hash not in seen and fits(child):
+            return child
+    return None
+
+
+def fullest_skeleton(view: TargetView, grid: Sequence[Child]) -> Child | None:
+    """The feasible skeleton of `grid` (the coarse grid of `skeletons`) that uses `view`'s budgets
+    most (with no budget, the largest). A supernet child's accuracy grows with its capacity, so
+    with a budget of a few dozen evaluations it is a far better start than a random child."""
+    feasible = [c for c in grid if view.fits(c)]
+    # The grid runs from the smallest levels to the largest: with no budget, the last one wins.
+    return max(reversed(feasible), key=view.budget_use, default=None)

@@ -1,0 +1,145 @@
+"""Every search strategy against each other over one trained supernet, at equal budgets.
+
+Setup (issue 15): each strategy at each budget (default 20 and 60 accuracy evaluations) and seed
+searches (a) one latency target, the first --table, under a budget halfway between its smallest
+and largest child's predicted latency, and (b) two targets at once (every --table, each with its
+halfway budget). Single-target strategies search each target on its own; multi-target ones
+(nsga2) once for all. Evaluations are cached per child in RUN/accuracy.jsonl, so strategies share
+work and a rerun is quick.
+
+Prints, per setup, strategy and budget: mean +- sd over the seeds of the best feasible child's val
+top-1 and test top-1, the normalised hypervolume of the feasible evaluated set (reference: the
+latency budget and top-1 0), and the median search overhead per candidate considered
+(excluding evaluations), then the winner at each budget and the margin over the runner-up.
+
+Usage: python tools/bench_strategies.py --run RUN [--data cifar10:PATH] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from importlib import resources
+
+import torch
+
+from bignas.latency.fit import predict
+from bignas.latency.table import read_table
+from bignas.search import driver
+from bignas.search.evaluator import Evaluator
+from bignas.search.problem import Problem, Target
+from bignas.search.strategies import STRATEGIES
+from bignas.train.run_dir import TrainedRun
+
+
+def shipped_table(profile: str) -> str:
+    return str(resources.files("bignas") / "latency_tables" / profile / "cifar-small.json")
+
+
+def halfway_target(table_path: str, space) -> Target:
+    table = read_table(table_path, space.hash)
+    limit = (predict(table, space, space.min()) + predict(table, space, space.max())) / 2
+    return Target(table.header["profile"], table, limit)
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def testbed(space, evaluator, on_test) -> None:
+    """Is this supernet a useful test bed? Its largest and smallest child, and the spread of 20
+    random children (seed 0): strategies can only be told apart if these differ by several points."""
+    rng = random.Random(0)
+    sampled = [space.sample(rng) for _ in range(20)]
+    val = evaluator([space.max(), space.min(), *sampled])
+    test = [on_test(c) for c in (space.max(), space.min(), *sampled)]
+    print(f"test bed: largest child val {val[0]:.4f} test {test[0]:.4f}; smallest val {val[1]:.4f} test "
+          f"{test[1]:.4f}; 20 random children val {min(val[2:]):.4f}..{max(val[2:]):.4f} "
+          f"(mean {statistics.mean(val[2:]):.4f}, sd {statistics.stdev(val[2:]):.4f}), test "
+          f"{min(test[2:]):.4f}..{max(test[2:]):.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run directory of 'bignas train'")
+    parser.add_argument("--data", help="dataset spec (default: the run's)")
+    parser.add_argument("--table", action="append", help="latency tables (default: the shipped cpu-1t and "
+                        "cpu-2t tables of the cifar-small space); the first is the single target")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[20, 60], help="evaluations per search")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per strategy and budget")
+    parser.add_argument("--strategies", nargs="+", default=sorted(STRATEGIES), choices=sorted(STRATEGIES))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    run = TrainedRun.open(args.run, torch.device("cpu"))
+    space, config = run.space, run.config
+    data = args.data or config.data
+    dataset = run.dataset(data)
+    tables = args.table or [shipped_table("cpu-1t"), shipped_table("cpu-2t")]
+    targets = tuple(halfway_target(t, space) for t in tables)
+    evaluator = Evaluator(run.supernet, space, dataset, run.dir.accuracy_file, data_spec=data,
+                          calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size)
+    test_top1: dict[str, float] = {}
+
+    def on_test(child) -> float:
+        if child.hash not in test_top1:
+            test_top1[child.hash] = run.evaluate(child, dataset, "test")[0]
+        return test_top1[child.hash]
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; torch threads "
+          f"{args.threads}; run {args.run}; data {data}; space {space.name}; {args.seeds} seeds")
+    for t in targets:
+        print(f"target {t.name}: budget {t.max_ms:.4f} ms (halfway between the smallest and largest child)")
+    testbed(space, evaluator, on_test)
+    setups = {"one target": targets[:1], "two targets": targets}
+    rows = []
+    for setup, problem_targets in setups.items():
+        if setup == "two targets" and len(targets) < 2:
+            continue
+        print(f"\n== {setup}: {', '.join(t.name for t in problem_targets)}")
+        print(f"{'budget':>6} {'strategy':>15} {'target':>8} {'best val top-1':>17} {'its test top-1':>17} "
+              f"{'hypervolume':>17} {'overhead ms/cand':>17}")
+        for budget in args.budgets:
+            for strategy in args.strategies:
+                per_target: dict[str, dict[str, list[float]]] = {}
+                for seed in range(args.seeds):
+                    doc = driver.run(strategy, Problem(space, problem_targets), evaluator, budget, seed)
+                    for r in doc["devices"]:
+                        slot = per_target.setdefault(r["target"], {"val": [], "test": [], "hv": [], "ovh": []})
+                        slot["val"].append(r["best"]["top1_val"] if r["best"] else 0.0)
+                        slot["test"].append(on_test(space.child_from_dict(r["best"]["arch"])) if r["best"] else 0.0)
+                        slot["hv"].append(r["hypervolume"]["normalised"])
+                        slot["ovh"].append(r["overhead_ms_per_candidate"])
+                for target, s in per_target.items():
+                    rows.append({"setup": setup, "budget": budget, "strategy": strategy, "target": target, **s})
+                    print(f"{budget:>6} {strategy:>15} {target:>8} {mean_sd(s['val']):>17} {mean_sd(s['test']):>17} "
+                          f"{mean_sd(s['hv']):>17} {statistics.median(s['ovh']):>17.4f}")
+        for budget in args.budgets:
+            for target in [t.name for t in problem_targets]:
+                mine = sorted((r for r in rows if r["setup"] == setup and r["budget"] == budget
+                               and r["target"] == target), key=lambda r: statistics.mean(r["val"]), reverse=True)
+                if len(mine) > 1:
+                    a, b = mine[0], mine[1]
+                    print(f"winner at budget {budget} on {target}: {a['strategy']} "
+                          f"({mean_sd(a['val'])}), {statistics.mean(a['val']) - statistics.mean(b['val']):+.4f} "
+                          f"over {b['strategy']} ({mean_sd(b['val'])})")
+    elapsed = time.perf_counter() - start
+    print(f"\nwhole benchmark: {elapsed / 60:.1f} min; {evaluator.fresh} fresh evaluations, "
+          f"{len(evaluator.known())} children cached")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"run": args.run, "data": data, "threads": args.threads, "seconds": elapsed, "rows": rows}, f,
+                      indent=1)
+
+
+if __name__ == "__main__":
+    main()
