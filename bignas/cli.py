@@ -157,6 +157,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def out_path(value: str) -> str:
+    """An --out value: refused when empty or a bare '.' / '..', which would write into (or replace) a working folder."""
+    if Path(value).name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{value!r}: name an output of its own, not the current or parent folder")
+    return value
+
+
 def positive(kind: type, limit: float | None = None) -> Callable[[str], float | int]:
     """An argparse type: a finite number above zero (and at most `limit`), else a usage error
     naming the value."""
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: quickstart.yaml; not with --resume, which continues the run's own config")
     p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
                                   "(overrides the config's 'data')")
-    p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    p.add_argument("--out", type=out_path, default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint, exactly as if never stopped; "
@@ -244,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None,
                    help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
                         "(default: ofa-mbv3; with --calibrate: the table's)")
-    p.add_argument("--out", help="table to write (default latency_tables/PROFILE/SPACE.json; with "
+    p.add_argument("--out", type=out_path, help="table to write (default latency_tables/PROFILE/SPACE.json; with "
                                  "--calibrate: FILE itself)")
     p.add_argument("--bundle", metavar="DIR", help="only write the block ONNX files, the reference model, the "
                                                    "calibration children and a manifest, for a device that "
@@ -296,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=positive(int, MAX_BUDGET), default=40, help="accuracy evaluations per device (default: 40)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", type=out_path, required=True, help="output directory")
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
@@ -309,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("searches", nargs="+", metavar="OUT", help="output folders of 'bignas search'")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="legend name of each search, in order (default: strategy and seed)")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="figure to write (PNG)")
+    p.add_argument("--out", type=out_path, required=True, metavar="FILE.png", help="figure to write (PNG)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export one child for deployment: child.pt, child.onnx, card.json",
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
     p.add_argument("--table", help="latency table of the target device")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", type=out_path, required=True, help="output directory")
     _add_device(p)
     p.set_defaults(func=cmd_export)
 
@@ -331,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "best child under a latency budget halfway between the smallest and largest "
                                    "child, export it, and print what it found. A few minutes on 2 cores; "
                                    "running it again resumes or reuses what is done.")
-    p.add_argument("--out", default="runs/quickstart", help="output directory (default: runs/quickstart)")
+    p.add_argument("--out", type=out_path, default="runs/quickstart", help="output directory (default: runs/quickstart)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quickstart)
     return parser

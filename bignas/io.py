@@ -49,6 +49,8 @@ def _fsync(path: str | Path) -> None:
 def check_output_dir(out: str | Path, outputs: Iterable[str], error: type[Exception], what: str) -> None:
     """Refuse an output folder a command must not replace: a file, or a folder holding anything
     but `outputs` (glob patterns of what `what` writes). Called before any expensive work."""
+    if Path(out).name in ("", ".", ".."):
+        raise error(f"output folder {str(out)!r}: name a folder of its own (it is replaced whole)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise error(f"{out}: exists and is not a folder")
@@ -114,8 +116,8 @@ def read_json(path: str | Path, what: str, error: type[Exception] = ValueError) 
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path}: malformed JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise error(f"{path}: malformed JSON ({str(e)[:200]})") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:

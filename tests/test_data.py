@@ -395,14 +395,135 @@ def test_imagefolder_val_class_unknown_to_train(folder_tree):
     assert str(folder_tree / "val" / "yak") in str(info.value)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_imagefolder_corrupt_image(folder_tree, workers):
+def test_imagefolder_image_size_is_capped(folder_tree):
+    with pytest.raises(DataError, match="image_size 100000 is above the largest resolution, 4096"):
+        load_dataset(f"imagefolder:{folder_tree}", image_size=100_000)  # 30 GB an image
+
+
+def test_imagefolder_unreadable_image_is_refused_when_opened(folder_tree):
     broken = folder_tree / "val" / "dog" / "0.png"
     broken.write_bytes(b"\x89PNG but not really")
+    with pytest.raises(DataError, match="cannot decode image") as info:
+        load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=0)
+    assert str(info.value).startswith(f"{broken}: ")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_imagefolder_corrupt_image(folder_tree, workers):
+    # A valid header with the pixel data cut short: only decoding finds it.
+    broken = folder_tree / "val" / "dog" / "0.png"
+    data = np.random.default_rng(0).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    Image.fromarray(data).save(broken)
+    broken.write_bytes(broken.read_bytes()[:200])
     ds = load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=workers)
     with pytest.raises(DataError, match="cannot decode image") as info:
         list(ds.test.eval_batches(4))
     assert str(info.value).startswith(f"{broken}: ")  # the worker's traceback is not in the message
+
+
+def _palette(transparent_pixel: bool) -> Image.Image:
+    image = Image.new("P", (8, 6), 0)
+    image.putpalette([200, 30, 30, 0, 0, 0] + [0] * 762)
+    if transparent_pixel:
+        image.putpixel((0, 0), 1)
+    image.info["transparency"] = 1  # palette index 1 is transparent
+    return image
+
+
+def _with_pixel(image: Image.Image, value) -> Image.Image:
+    image.putpixel((0, 0), value)
+    return image
+
+
+# Images PIL opens but converts to RGB wrongly, each saved by PIL as a real file: (name, image,
+# words of the refusal).
+WRONG_AS_RGB = [
+    ("gray16.png", lambda: Image.fromarray((np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000)),
+     "'I;16' has 16- or 32-bit integer pixels"),
+    ("int32.tiff", lambda: Image.new("I", (8, 6), 70000), "'I' has 16- or 32-bit integer pixels"),
+    ("float.tiff", lambda: Image.new("F", (8, 6), 0.5), "floating-point pixels"),
+    ("cmyk.jpg", lambda: Image.new("CMYK", (8, 6), (0, 200, 200, 0)), "CMYK image"),
+    ("lab.tiff", lambda: Image.new("LAB", (8, 6), (50, 10, 10)), "'LAB' has no exact conversion"),
+    ("palette-transparent.png", lambda: _palette(True), "'P' with a transparency key"),
+    ("alpha.webp", lambda: Image.new("RGBA", (8, 6), (200, 30, 30, 100)), "'RGBA' with an alpha channel"),
+    ("gray-key.png", lambda: _with_pixel(Image.new("L", (8, 6), 9), 3), "'L' with a transparency key"),
+    ("rgba.png", lambda: _with_pixel(Image.new("RGBA", (8, 6), (200, 30, 30, 255)), (0, 0, 0, 254)),
+     "'RGBA' with an alpha channel and pixels that are not opaque (alpha down to 254)"),
+    ("la.png", lambda: Image.new("LA", (8, 6), (90, 0)), "'LA' with an alpha channel"),
+]
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    if path.name == "gray-key.png":
+        image.save(path, transparency=3)
+    else:
+        image.save(path)
+
+
+@pytest.mark.parametrize("name, make, words", WRONG_AS_RGB, ids=[c[0] for c in WRONG_AS_RGB])
+def test_imagefolder_refuses_images_that_convert_to_rgb_wrongly(folder_tree, name, make, words):
+    bad = folder_tree / "train" / "emu" / name
+    _save(make(), bad)
+    with pytest.raises(DataError) as info:
+        load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=0)  # at open, not mid-epoch
+    assert str(info.value).startswith(f"{bad}: ") and words in str(info.value)
+
+
+# Images whose conversion to RGB is exact: (name, image, the RGB of pixel (2, 2)).
+EXACT_AS_RGB = [
+    ("opaque-rgba.png", lambda: Image.new("RGBA", (8, 6), (200, 30, 30, 255)), (200, 30, 30)),
+    ("opaque-la.png", lambda: Image.new("LA", (8, 6), (90, 255)), (90, 90, 90)),
+    ("palette-key-unused.png", lambda: _palette(False), (200, 30, 30)),
+    ("bilevel.png", lambda: Image.new("1", (8, 6), 1), (255, 255, 255)),
+    ("gray.jpg", lambda: Image.new("L", (8, 6), 90), (90, 90, 90)),
+    ("rgb.png", lambda: Image.new("RGB", (8, 6), (200, 30, 30)), (200, 30, 30)),
+]
+
+
+@pytest.mark.parametrize("name, make, rgb", EXACT_AS_RGB, ids=[c[0] for c in EXACT_AS_RGB])
+def test_imagefolder_accepts_images_that_convert_to_rgb_exactly(tmp_path, name, make, rgb):
+    root = tmp_path / "tree"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        _save(make(), root / split / "a" / name)
+    ds = load_dataset(f"imagefolder:{root}", image_size=8, workers=0)
+    pixel = _pixels(ds.test)[0, :, 2, 2]
+    assert torch.allclose(pixel.float(), torch.tensor(rgb, dtype=torch.float), atol=2)  # JPEG rounding
+
+
+def test_imagefolder_names_many_refused_images_at_once(folder_tree):
+    bad = sorted(folder_tree / "train" / "dog" / f"cmyk{i:02d}.jpg" for i in range(12))
+    for path in bad:
+        Image.new("CMYK", (8, 6)).save(path)
+    with pytest.raises(DataError) as info:
+        load_dataset(f"imagefolder:{folder_tree}", workers=0)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{folder_tree}: 12 images cannot be decoded to RGB as they are:"
+    assert [line.strip().split(": ")[0] for line in lines[1:11]] == [str(p) for p in bad[:10]]
+    assert lines[11].strip() == "... and 2 more"
+
+
+def test_imagefolder_check_in_workers(folder_tree, monkeypatch):
+    import bignas.data.imagefolder as imagefolder
+
+    monkeypatch.setattr(imagefolder, "PARALLEL_CHECK_MIN", 1)  # DataLoader workers fork: they see it
+    monkeypatch.setattr(imagefolder, "_CHECK_CHUNK", 7)
+    assert load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=2).classes == ("cat", "dog", "emu")
+    bad = folder_tree / "val" / "emu" / "1.png"
+    Image.fromarray(np.full((6, 8), 60000, np.uint16)).save(bad)
+    with pytest.raises(DataError, match="16- or 32-bit") as info:
+        load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=2)
+    assert str(info.value).startswith(f"{bad}: ")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_imagefolder_image_changed_after_open_is_refused_at_decode(folder_tree, workers):
+    ds = load_dataset(f"imagefolder:{folder_tree}", image_size=16, workers=workers)
+    changed = folder_tree / "val" / "cat" / "1.png"
+    _with_pixel(Image.new("RGBA", (40, 30), (200, 30, 30, 255)), (3, 3, 3, 0)).save(changed)
+    with pytest.raises(DataError, match="not opaque") as info:
+        list(ds.test.eval_batches(6))
+    assert str(info.value).startswith(f"{changed}: ")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,12 @@
-"""ImageFolder trees (train/<class>/..., val/<class>/...) of image files, decoded by DataLoader workers."""
+"""ImageFolder trees (train/<class>/..., val/<class>/...) of image files, decoded by DataLoader workers.
+
+Every image is decoded to 8-bit RGB. An image that PIL would convert to RGB silently wrong is
+refused, naming the file, when the tree is opened: modes with more than 8 bits a channel or no
+exact RGB conversion (16/32-bit integer, float, CMYK, LAB, ...) are known from the header alone;
+an alpha channel or a transparency key is decoded and refused only when some pixel is not fully
+opaque (dropping the alpha shows the colour stored under it, not the image as seen). The same
+check runs again at each decode, in case a file changed after the tree was opened.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from bignas.data.dataset import VAL_FRACTION, Dataset
 from bignas.data.errors import DataError
 from bignas.data.splits import Batch, Chunk, Split
 from bignas.seeds import derive_seed
+from bignas.space import MAX_RESOLUTION
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_CROP = 0.875  # ImageFolder eval: resize the short side to size / 0.875, centre crop (224 of 256)
@@ -27,6 +36,8 @@ _WORKER_ERROR_PREFIXES = (f"{DataError.__module__}.DataError: ", "bignas.data.Da
 def load_imagefolder(root: Path, spec: str, image_size: int, workers: int) -> Dataset:
     if image_size < 1 or workers < 0:
         raise DataError(f"need image_size >= 1 and workers >= 0, got {image_size}, {workers}")
+    if image_size > MAX_RESOLUTION:  # each decoded image is 3 × size² bytes, before any batch
+        raise DataError(f"{spec}: image_size {image_size} is above the largest resolution, {MAX_RESOLUTION}")
     if not root.is_dir():
         raise DataError(f"{root}: no such directory (expected an ImageFolder tree with train/ and val/)")
     for sub in ("train", "val"):
@@ -40,6 +51,7 @@ def load_imagefolder(root: Path, spec: str, image_size: int, workers: int) -> Da
         raise DataError(f"{root / 'train'}: no class folders (expected one folder of images per class)")
     train_files, train_labels = _scan_images(root / "train", classes, every_class=True)
     test_files, test_labels = _scan_images(root / "val", classes, every_class=False)
+    _check_images(root, train_files + test_files, workers)
     keys = [f.relative_to(root / "train").as_posix() for f in train_files]
     keep, held = stratified_holdout(keys, train_labels, VAL_FRACTION)
 
@@ -87,13 +99,107 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+# Modes whose conversion to RGB is exact (given opaque pixels). torchvision's pil_loader
+# converts any mode, and the rest come out wrong: 16-bit grayscale PNGs saturate to white.
+_EXACT_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "YCbCr"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+_SAVE_AS = "save it as 8-bit RGB or grayscale"
+# A tree of more images than this is checked in `workers` processes (header reads cost ~50-100 us each).
+PARALLEL_CHECK_MIN, _CHECK_CHUNK = 20_000, 2048
+_LISTED = 10  # refused images named in one message
+
+
+def _mode_problem(image: Image.Image) -> str | None:
+    """Why `image` cannot be converted to RGB exactly, from its header alone; None if it can."""
+    mode = image.mode
+    if mode in _EXACT_MODES or mode in _ALPHA_MODES:
+        return None
+    if mode.startswith("I"):
+        return (f"mode {mode!r} has 16- or 32-bit integer pixels: converting to RGB clips every value "
+                f"above 255 to white; {_SAVE_AS}")
+    if mode == "F":
+        return f"mode 'F' has floating-point pixels: converting to RGB clips them to 0..255; {_SAVE_AS}"
+    if mode == "CMYK":
+        return ("a CMYK image: PIL converts it to RGB without its colour profile (Adobe CMYK JPEGs come "
+                "out inverted); convert it to RGB with a colour-managed tool")
+    return f"mode {mode!r} has no exact conversion to RGB; {_SAVE_AS}"
+
+
+def _opaque_rgb(image: Image.Image) -> Image.Image:
+    """`image` as RGB; an image with alpha or a transparency key only when every pixel is opaque."""
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")  # applies a palette's or a colour key's transparency
+    lowest = rgba.getchannel("A").getextrema()[0]
+    if lowest < 255:
+        kind = "a transparency key" if "transparency" in image.info else "an alpha channel"
+        raise _Refused(f"mode {image.mode!r} with {kind} and pixels that are not opaque (alpha down to "
+                       f"{lowest}): converting to RGB would show the colour stored under them, not the "
+                       f"image as seen; flatten it onto a background and save it as RGB")
+    return rgba.convert("RGB")
+
+
+class _Refused(Exception):
+    """An image that decodes but would convert to RGB wrongly (the message says why)."""
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """Decode an image file to a uint8 3×H×W RGB tensor."""
+    """Decode an image file to a uint8 3×H×W RGB tensor; refuse one that converts to RGB wrongly."""
     try:
         with Image.open(path) as image:
-            return TF.pil_to_tensor(image.convert("RGB"))
+            problem = _mode_problem(image)
+            if problem is None:
+                return TF.pil_to_tensor(_opaque_rgb(image))
+    except _Refused as e:
+        problem = str(e)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from e
+    raise DataError(f"{path}: {problem}")
+
+
+def _image_problem(path: Path) -> str | None:
+    """What `read_image` would refuse in `path`, as cheaply as possible: the header, and the pixels
+    only of an image with alpha or a transparency key. None when it decodes to RGB exactly."""
+    try:
+        with Image.open(path) as image:  # lazy: reads the header only
+            problem = _mode_problem(image)
+            if problem is None and (image.mode in _ALPHA_MODES or "transparency" in image.info):
+                _opaque_rgb(image)
+            return None if problem is None else f"{path}: {problem}"
+    except _Refused as e:
+        return f"{path}: {e}"
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return f"{path}: cannot decode image ({e})"
+
+
+class _ImageChecks(torch.utils.data.Dataset):
+    """One chunk of files per task: the problems `_image_problem` finds in it."""
+
+    def __init__(self, chunks: list[list[Path]]):
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> list[str]:
+        return [p for f in self.chunks[i] if (p := _image_problem(f)) is not None]
+
+
+def _check_images(root: Path, files: list[Path], workers: int) -> None:
+    """Refuse the tree if any image would not decode to RGB exactly, naming the first few."""
+    if workers > 0 and len(files) >= PARALLEL_CHECK_MIN:
+        chunks = [files[i : i + _CHECK_CHUNK] for i in range(0, len(files), _CHECK_CHUNK)]
+        loader = torch.utils.data.DataLoader(_ImageChecks(chunks), batch_size=None,
+                                             num_workers=min(workers, len(chunks)))
+        problems = [p for part in loader for p in part]
+    else:
+        problems = [p for f in files if (p := _image_problem(f)) is not None]
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        more = len(problems) - _LISTED
+        raise DataError(f"{root}: {len(problems)} images cannot be decoded to RGB as they are:\n  "
+                        + "\n  ".join(problems[:_LISTED]) + (f"\n  ... and {more} more" if more > 0 else ""))
 
 
 class FolderSplit(Split):

@@ -77,7 +77,7 @@ def check_out(out: Path) -> None:
     if out.exists() and not out.is_file():
         raise BundleError(f"{out}: exists and is not a file; --out names the latency table (JSON) to write")
     # A file where the table's folder should be, or no writable folder to create it in.
-    check_output_dir(out.parent, ("*",), BundleError, "device run")
+    check_output_dir(out.absolute().parent, ("*",), BundleError, "device run")
     if out.parent.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
         raise BundleError(f"{out.parent}: not a writable folder, so {out.name} cannot be written there")
 

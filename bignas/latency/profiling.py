@@ -14,7 +14,7 @@ from bignas.console import ProgressFn
 from bignas.latency.bundle import write_bundle
 from bignas.latency.models import REFERENCE_FILE, export_reference
 from bignas.latency.fit import calibrate, calibration_children
-from bignas.latency.device import run_bundle
+from bignas.latency.device import check_out, run_bundle
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import DeviceProfile
 from bignas.latency.table import LatencyTable, check_space, read_table, write_table
@@ -33,6 +33,7 @@ def default_table_path(profile: DeviceProfile, space: SearchSpace, root: str | P
 def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 30,
                    progress: ProgressFn | None = None) -> LatencyTable:
     """Time every block key of `space` and `children` whole children here; write the calibrated table."""
+    check_out(out)  # a folder or a file in the way fails now, not after the timing
     work = out.parent / f".{out.stem}.work"
     reference = work / REFERENCE_FILE
     if not reference.exists():
@@ -53,6 +54,7 @@ def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Pat
 
 def calibrate_file(path: Path, out: Path | None = None, space: str | None = None) -> LatencyTable:
     """Complete a table the device runner wrote: fit the calibration, write it to `out` (default: in place)."""
+    check_out(out or path)
     table = read_table(path)
     space_ = load_space(space or table.header["space"])
     check_space(table, space_.hash)
