@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bignas"
 SPACES = sorted(p.stem for p in (PACKAGE / "spaces").glob("*.yaml"))
-RECIPES = sorted(p.name for p in (PACKAGE / "recipes").glob("*.yaml"))
+RECIPES = [f"{name}.yaml" for name in sorted(p.stem for p in (PACKAGE / "recipes").glob("*.yaml"))]  # by name, as shipped() lists
 PROFILES = sorted(p.stem for p in (PACKAGE / "profiles").glob("*.yaml"))
 TABLES = sorted(f"{p.parent.name}/{p.stem}" for p in (PACKAGE / "latency_tables").glob("*/*.json")
                 if not p.name.endswith(".check.json"))
