@@ -70,6 +70,35 @@ def offspring(space: SearchSpace, a: Child, b: Child | None, fits: Fits, rng: ra
     return None
 
 
+class Proposals:
+    """The children a strategy has asked for, and the loop that asks for more.
+
+    Each new child comes from the strategy's own `propose` (an offspring, a mutation) when it
+    gives one, else from a uniformly random feasible child; when neither finds an unseen
+    feasible child the strategy is `exhausted` for good and asks for nothing more.
+    """
+
+    def __init__(self, space: SearchSpace, fits: Fits, rng: random.Random) -> None:
+        self.space, self.fits, self.rng = space, fits, rng
+        self.seen: set[str] = set()
+        self.exhausted = False
+
+    def extend(self, batch: list[Child], want: int,
+               propose: Callable[[set[str]], Child | None] | None = None) -> list[Child]:
+        """`batch` (children already chosen, marked seen here) grown to `want` children."""
+        self.seen.update(c.hash for c in batch)
+        while len(batch) < want and not self.exhausted:
+            child = propose(self.seen) if propose is not None else None
+            if child is None:  # nothing proposed, or the neighbourhood is exhausted: widen to random
+                child = random_feasible(self.space, self.fits, self.rng, self.seen)
+            if child is None:  # nothing new and feasible found: stop for good
+                self.exhausted = True
+                break
+            self.seen.add(child.hash)
+            batch.append(child)
+        return batch
+
+
 def fullest_skeleton(view: TargetView, grid: Sequence[Child]) -> Child | None:
     """The feasible skeleton of `grid` (the coarse grid of `skeletons`) that uses `view`'s budgets
     most (with no budget, the largest). A supernet child's accuracy grows with its capacity, so

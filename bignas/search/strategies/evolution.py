@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from bignas.schema import Invalid, rules
 from bignas.search.strategies import register
-from bignas.search.strategies.base import fullest_skeleton, offspring, random_feasible
+from bignas.search.strategies.base import Proposals, fullest_skeleton, offspring
 from bignas.search.strategies.coarse_to_fine import skeletons
 from bignas.space import Child
 
@@ -63,30 +63,21 @@ class Evolution:
     def __init__(self, problem: TargetView, rng: random.Random, budget: int, settings: EvolutionSettings) -> None:
         self.problem, self.rng, self.settings = problem, rng, settings
         self.population: deque[Evaluated] = deque()  # oldest first
-        self.seen: set[str] = set()
-        self.exhausted = False
+        self.proposals = Proposals(problem.space, problem.fits, rng)
 
     def ask(self, n: int) -> list[Child]:
-        space, fits, s = self.problem.space, self.problem.fits, self.settings
+        s = self.settings
         filling = len(self.population) < s.population  # the initial population: random children
         want = min(n, s.population - len(self.population) if filling else s.batch)
-        batch = self._seeds()[:want] if not self.seen else []
-        self.seen.update(c.hash for c in batch)
-        while len(batch) < want and not self.exhausted:
-            child = None
-            if not filling:
-                best = tournament(self.population, s.sample_size, self.rng)
-                second = best[1].child if len(best) > 1 else None
-                child = offspring(space, best[0].child, second, fits, self.rng, s.crossover_prob, s.mutate_prob,
-                                  self.seen)
-            if child is None:  # filling the population, or the neighbourhood is exhausted
-                child = random_feasible(space, fits, self.rng, self.seen)
-            if child is None:  # nothing new and feasible found: stop for good
-                self.exhausted = True
-                break
-            self.seen.add(child.hash)
-            batch.append(child)
-        return batch
+        seeds = self._seeds()[:want] if not self.proposals.seen else []
+        return self.proposals.extend(seeds, want, None if filling else self._offspring)
+
+    def _offspring(self, seen: set[str]) -> Child | None:
+        s = self.settings
+        best = tournament(self.population, s.sample_size, self.rng)
+        second = best[1].child if len(best) > 1 else None
+        return offspring(self.problem.space, best[0].child, second, self.problem.fits, self.rng, s.crossover_prob,
+                         s.mutate_prob, seen)
 
     def _seeds(self) -> list[Child]:
         child = fullest_skeleton(self.problem, skeletons(self.problem.space))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from bignas.schema import rules
 from bignas.search.strategies import register
-from bignas.search.strategies.base import fullest_skeleton, offspring, random_feasible
+from bignas.search.strategies.base import Proposals, fullest_skeleton, offspring
 from bignas.search.strategies.coarse_to_fine import skeletons
 from bignas.space import Child
 
@@ -143,32 +143,23 @@ class NSGA2:
         self.problem, self.rng, self.settings = problem, rng, settings
         self.targets = problem.targets or (None,)
         self.population: list[tuple[Evaluated, int, float]] = []  # (member, front rank, crowding distance)
-        self.seen: set[str] = set()
-        self.exhausted = False
+        self.proposals = Proposals(problem.space, self.acceptable, rng)
 
     def acceptable(self, child: Child) -> bool:
         """What the driver accepts from a multi-target strategy: every budget of some target met."""
         return any(self.problem.fits(child, t) for t in self.targets)
 
     def ask(self, n: int) -> list[Child]:
-        space, s = self.problem.space, self.settings
+        s = self.settings
         filling = len(self.population) < s.population
         want = min(n, s.population - len(self.population) if filling else s.population)
-        batch = [] if self.seen else list({c.hash: c for c in self._seeds()}.values())[:want]
-        self.seen.update(c.hash for c in batch)
-        while len(batch) < want and not self.exhausted:
-            child = None
-            if not filling:
-                child = offspring(space, self._parent(), self._parent(), self.acceptable, self.rng,
-                                  s.crossover_prob, s.mutate_prob, self.seen)
-            if child is None:  # filling the population, or the neighbourhood is exhausted
-                child = random_feasible(space, self.acceptable, self.rng, self.seen)
-            if child is None:  # nothing new and acceptable found: stop for good
-                self.exhausted = True
-                break
-            self.seen.add(child.hash)
-            batch.append(child)
-        return batch
+        seeds = [] if self.proposals.seen else list({c.hash: c for c in self._seeds()}.values())[:want]
+        return self.proposals.extend(seeds, want, None if filling else self._offspring)
+
+    def _offspring(self, seen: set[str]) -> Child | None:
+        s = self.settings
+        return offspring(self.problem.space, self._parent(), self._parent(), self.acceptable, self.rng,
+                         s.crossover_prob, s.mutate_prob, seen)
 
     def _seeds(self) -> list[Child]:
         """Per target, the feasible skeleton closest to its budget (see `base.fullest_skeleton`)."""

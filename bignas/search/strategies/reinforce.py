@@ -38,7 +38,7 @@ R = acc_min + beta * (u - 1) (or acc_min * u ** w), and enter the update like an
 any accuracy is known only the cost term tells samples apart: a batch's rewards are then centred
 (no baseline yet). Samples already evaluated get their known reward again, without being asked.
 A batch with no new child is learned from at once and sampling goes on, at most MAX_SAMPLES per
-ask; then one uniform feasible child (`base.random_feasible`, whose reward is recorded but not
+ask; then one uniform feasible child (`base.Proposals`, whose reward is recorded but not
 learned from: it is off-policy); then [].
 
 Determinism and resume: the torch seed is drawn from the given `rng`, parameters are initialised
@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from bignas.schema import rules
 from bignas.search.strategies import register
-from bignas.search.strategies.base import random_feasible
+from bignas.search.strategies.base import Proposals
 from bignas.space import Child, SearchSpace
 
 if TYPE_CHECKING:  # types only: the registry stays light for the CLI
@@ -123,11 +123,10 @@ class Reinforce:
         self.rewards: dict[str, float] = {}  # evaluated: hash -> reward
         self.top1_min: float | None = None
         self.over: dict[str, float] = {}  # infeasible: hash -> budget use
-        self.seen: set[str] = set()  # asked
+        self.proposals = Proposals(self.space, problem.fits, rng)  # what was asked
         self.pending: tuple[Any, Any, list[str]] | None = None  # the samples of the last ask, rated at tell
         self.children: dict[tuple[int, ...], tuple[str, Child]] = {}
         self.baseline: float | None = None
-        self.exhausted = False
 
     def reward(self, top1: float, use: float) -> float:
         if not self.has_budget:
@@ -137,7 +136,7 @@ class Reinforce:
         return top1 + self.s.beta * abs(use - 1)
 
     def ask(self, n: int) -> list[Child]:
-        if self.exhausted:
+        if self.proposals.exhausted:
             return []
         drawn = 0
         while drawn < MAX_SAMPLES and self.policy.p.n:  # n = 0: a space of one child
@@ -157,15 +156,9 @@ class Reinforce:
                     asked[h] = child
             if asked:
                 self.pending = (codes, active, hashes)
-                self.seen.update(asked)
-                return list(asked.values())
+                return self.proposals.extend(list(asked.values()), len(asked))
             self.learn(codes, active, hashes)
-        child = random_feasible(self.space, self.view.fits, self.rng, self.seen)
-        if child is None:
-            self.exhausted = True
-            return []
-        self.seen.add(child.hash)
-        return [child]
+        return self.proposals.extend([], 1)
 
     def child_of(self, key: tuple[int, ...]) -> tuple[str, Child]:
         """(hash, child) of canonical codes, memoised: a trained policy draws the same ones often."""
