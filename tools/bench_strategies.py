@@ -32,8 +32,8 @@ from bignas.latency.fit import predict
 from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.evaluator import Evaluator
-from bignas.search.problem import Problem, Target
-from bignas.search.strategies import STRATEGIES
+from bignas.search.problem import Problem, SearchError, Target
+from bignas.search.strategies import STRATEGIES, make_settings
 from bignas.train.run_dir import TrainedRun
 
 
@@ -74,10 +74,20 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[20, 60], help="evaluations per search")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per strategy and budget")
     parser.add_argument("--strategies", nargs="+", default=sorted(STRATEGIES), choices=sorted(STRATEGIES))
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the strategies benchmarked (as search --option); give one strategy")
+    parser.add_argument("--setups", nargs="+", default=["one", "two"], choices=["one", "two"],
+                        help="one: the first table alone; two: every table at once")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
 
+    if args.option and len(args.strategies) != 1:
+        parser.error("--option sets one strategy's settings: give that one with --strategies")
+    try:
+        settings = {name: make_settings(name, args.option) for name in args.strategies}
+    except SearchError as e:
+        parser.error(str(e))
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     run = TrainedRun.open(args.run, torch.device("cpu"))
@@ -100,7 +110,8 @@ def main() -> None:
     for t in targets:
         print(f"target {t.name}: budget {t.max_ms:.4f} ms (halfway between the smallest and largest child)")
     testbed(space, evaluator, on_test)
-    setups = {"one target": targets[:1], "two targets": targets}
+    setups = {name: ts for key, name, ts in (("one", "one target", targets[:1]), ("two", "two targets", targets))
+              if key in args.setups}
     rows = []
     for setup, problem_targets in setups.items():
         if setup == "two targets" and len(targets) < 2:
@@ -112,7 +123,8 @@ def main() -> None:
             for strategy in args.strategies:
                 per_target: dict[str, dict[str, list[float]]] = {}
                 for seed in range(args.seeds):
-                    doc = driver.run(strategy, Problem(space, problem_targets), evaluator, budget, seed)
+                    doc = driver.run(strategy, Problem(space, problem_targets), evaluator, budget, seed,
+                                     settings[strategy])
                     for r in doc["devices"]:
                         slot = per_target.setdefault(r["target"], {"val": [], "test": [], "hv": [], "ovh": []})
                         slot["val"].append(r["best"]["top1_val"] if r["best"] else 0.0)
@@ -137,7 +149,7 @@ def main() -> None:
           f"{len(evaluator.known())} children cached")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"run": args.run, "data": data, "threads": args.threads, "seconds": elapsed, "rows": rows}, f,
+            json.dump({"run": args.run, "data": data, "threads": args.threads, "options": args.option, "seconds": elapsed, "rows": rows}, f,
                       indent=1)
 
 

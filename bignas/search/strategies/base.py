@@ -58,6 +58,14 @@ def random_feasible(space: SearchSpace, fits: Fits, rng: random.Random, seen: se
     return feasible_variant(space, space.min(), fits, rng, 0.3, seen)
 
 
+def fullest_random(space: SearchSpace, fits: Fits, use: Callable[[Child], float], rng: random.Random,
+                   seen: set[str], draws: int) -> Child | None:
+    """Of `draws` random feasible children not in `seen`, the one that uses the budget most (the
+    first drawn among equals); None if none is found. `draws` = 1 is a uniform feasible child."""
+    drawn = (random_feasible(space, fits, rng, seen) for _ in range(draws))
+    return max((c for c in drawn if c is not None), key=use, default=None)
+
+
 def offspring(space: SearchSpace, a: Child, b: Child | None, fits: Fits, rng: random.Random, crossover_prob: float,
               mutate_prob: float, seen: set[str]) -> Child | None:
     """A feasible child not in `seen`, made by crossing `a` with `b` (with probability
