@@ -206,6 +206,10 @@ class SearchSpace:
     def decisions(self) -> list[tuple[str, tuple]]:
         """The fixed-length genome: (name, sorted options) of every choice, blocks up to each
         stage's maximum depth included (see `encode`)."""
+        return list(self._decisions)
+
+    @functools.cached_property  # encode / decode run once per candidate of a search; a space never changes
+    def _decisions(self) -> tuple[tuple[str, tuple], ...]:
         out: list[tuple[str, tuple]] = [("resolution", tuple(sorted(self.resolutions))),
                                         ("stem", tuple(sorted(self.stem.widths)))]
         for i, s in enumerate(self.stages):
@@ -215,7 +219,7 @@ class SearchSpace:
         out.append(("head", tuple(sorted(self.head.widths))))
         if self.head.mix_widths:
             out.append(("mix", tuple(sorted(self.head.mix_widths))))
-        return out
+        return tuple(out)
 
     def encode(self, child: "Child") -> tuple[int, ...]:
         """`child` as one option index per decision; blocks beyond a stage's depth encode as 0."""
@@ -226,11 +230,11 @@ class SearchSpace:
             values[f"stages[{i}].depth"], values[f"stages[{i}].width"] = c.depth, c.width
             for j in range(c.depth):
                 values[f"stages[{i}].kernels[{j}]"], values[f"stages[{i}].expands[{j}]"] = c.kernels[j], c.expands[j]
-        return tuple(options.index(values[name]) if name in values else 0 for name, options in self.decisions())
+        return tuple(options.index(values[name]) if name in values else 0 for name, options in self._decisions)
 
     def decode(self, codes: Any) -> "Child":
         """The child of `encode`'s codes (codes of blocks beyond a stage's depth are ignored)."""
-        decisions = self.decisions()
+        decisions = self._decisions
         codes = tuple(codes)
         if len(codes) != len(decisions):
             raise SpaceError(f"space '{self.name}': an encoded child has {len(decisions)} codes, got {len(codes)}")

@@ -9,8 +9,8 @@ work and a rerun is quick.
 
 Prints, per setup, strategy and budget: mean +- sd over the seeds of the best feasible child's val
 top-1 and test top-1, the normalised hypervolume of the feasible evaluated set (reference: the
-latency budget and top-1 0), and the median search overhead per candidate considered
-(excluding evaluations), then the winner at each budget and the margin over the runner-up.
+latency budget and top-1 0), and the median search overhead (excluding evaluations) per candidate
+considered and per evaluation, then the winner at each budget and the margin over the runner-up.
 
 Usage: python tools/bench_strategies.py --run RUN [--data cifar10:PATH] [--json results.json]
 """
@@ -118,7 +118,7 @@ def main() -> None:
             continue
         print(f"\n== {setup}: {', '.join(t.name for t in problem_targets)}")
         print(f"{'budget':>6} {'strategy':>15} {'target':>8} {'best val top-1':>17} {'its test top-1':>17} "
-              f"{'hypervolume':>17} {'overhead ms/cand':>17}")
+              f"{'hypervolume':>17} {'overhead ms/cand':>17} {'ms/eval':>8}")
         for budget in args.budgets:
             for strategy in args.strategies:
                 per_target: dict[str, dict[str, list[float]]] = {}
@@ -126,15 +126,18 @@ def main() -> None:
                     doc = driver.run(strategy, Problem(space, problem_targets), evaluator, budget, seed,
                                      settings[strategy])
                     for r in doc["devices"]:
-                        slot = per_target.setdefault(r["target"], {"val": [], "test": [], "hv": [], "ovh": []})
+                        slot = per_target.setdefault(r["target"], {"val": [], "test": [], "hv": [], "ovh": [],
+                                                                   "ovh_eval": []})
                         slot["val"].append(r["best"]["top1_val"] if r["best"] else 0.0)
                         slot["test"].append(on_test(space.child_from_dict(r["best"]["arch"])) if r["best"] else 0.0)
                         slot["hv"].append(r["hypervolume"]["normalised"])
                         slot["ovh"].append(r["overhead_ms_per_candidate"])
+                        slot["ovh_eval"].append(1e3 * r["overhead_s"] / max(len(r["evaluated"]), 1))
                 for target, s in per_target.items():
                     rows.append({"setup": setup, "budget": budget, "strategy": strategy, "target": target, **s})
                     print(f"{budget:>6} {strategy:>15} {target:>8} {mean_sd(s['val']):>17} {mean_sd(s['test']):>17} "
-                          f"{mean_sd(s['hv']):>17} {statistics.median(s['ovh']):>17.4f}")
+                          f"{mean_sd(s['hv']):>17} {statistics.median(s['ovh']):>17.4f} "
+                          f"{statistics.median(s['ovh_eval']):>8.2f}")
         for budget in args.budgets:
             for target in [t.name for t in problem_targets]:
                 mine = sorted((r for r in rows if r["setup"] == setup and r["budget"] == budget

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 INIT_RANGE = 0.1  # the ENAS controller's initialisation: uniform in [-0.1, 0.1]
 _MASKED = -1e9  # a logit outside a decision's slice: exp() underflows to exactly 0
@@ -138,15 +139,20 @@ class LSTMPolicy(nn.Module):
         self.sequence.bias_ih_l0, self.sequence.bias_hh_l0 = self.cell.bias_ih, self.cell.bias_hh
 
     def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """(batch, n) option indices: the batch steps through the decisions together, one LSTMCell
-        step per decision, reading decision i's head on its slice of the packed option axis."""
+        """(batch, n) option indices: the batch steps through the decisions together, one LSTM cell
+        step per decision, reading decision i's head on its slice of the packed option axis. The
+        cell, head and embedding run as their functional ops: a step is ~10 tiny ops, and the
+        modules' call overhead was a quarter of the sampling time (measured, cifar-small)."""
+        cell, weight, bias, embed = self.cell, self.head.weight, self.head.bias, self.embed.weight
         with torch.no_grad():
-            x, state, picks = self.start.expand(batch, -1), None, []
+            x = self.start.expand(batch, -1)
+            state = (x.new_zeros(batch, cell.hidden_size), x.new_zeros(batch, cell.hidden_size))
+            picks = []
             for o, k in zip(self.p.offset_list, self.p.sizes):
-                state = self.cell(x, state)
-                pick = draw(self.bound * torch.tanh(self.head(state[0])[:, o:o + k]), generator)
+                state = torch.lstm_cell(x, state, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+                pick = draw(self.bound * torch.tanh(F.linear(state[0], weight[o:o + k], bias[o:o + k])), generator)
                 picks.append(pick)
-                x = self.embed(pick + o)
+                x = embed[pick + o]
             return torch.stack(picks, 1)
 
     def score(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
