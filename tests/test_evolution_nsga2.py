@@ -11,6 +11,8 @@ from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.problem import Evaluated, Problem, SearchError, Target
 from bignas.search.strategies import make_settings
+from bignas.search.strategies.base import fullest_skeleton
+from bignas.search.strategies.coarse_to_fine import skeletons
 from bignas.search.strategies.evolution import Evolution, tournament
 from bignas.search.strategies.nsga2 import (NSGA2, crowding_distance, non_dominated_fronts, objectives,
                                             ranked_fronts, survivors, violation)
@@ -140,6 +142,21 @@ def test_nsga2_keeps_the_best_and_asks_a_generation_at_a_time():
     assert sizes == [8, 8, 8, 8, 3]
     doc = driver.run("nsga2", Problem(SPACE), evaluate, budget=12, seed=0)  # no target, no budget
     assert [r["target"] for r in doc["devices"]] == ["any"] and len(doc["devices"][0]["evaluated"]) == 12
+
+
+def test_nsga2_starts_from_both_ends_of_the_front():
+    """The first generation holds, per target, the skeleton that uses its budget most, and the
+    smallest child: the front's two ends, each the extreme of some objective."""
+    targets = two_targets()
+    problem = Problem(SPACE, targets)
+    first = NSGA2(problem, random.Random(0), 20, make_settings("nsga2")).ask(20)
+    grid = skeletons(SPACE)
+    ends = [fullest_skeleton(problem.view(t), grid) for t in targets]
+    assert [c.hash for c in first[:3]] == [ends[0].hash, ends[1].hash, SPACE.min().hash]
+    assert len(first) == 10 and len({c.hash for c in first}) == 10
+    # A budget the smallest child does not meet leaves it out, and nothing infeasible is asked for.
+    tight = Problem(SPACE, (), max_mflops=Problem(SPACE).costs(SPACE.min())["mflops"] * 0.99)
+    assert NSGA2(tight, random.Random(0), 20, make_settings("nsga2")).ask(20) == []
 
 
 def test_evolution_asks_in_batches_and_is_deterministic():

@@ -28,8 +28,14 @@ from test_latency import TINY_SPACE
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 
 
+def _default_sigint():
+    """A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+    give the child the default, so Ctrl-C reaches it however the tests were started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bignas(*args):
-    return subprocess.Popen([sys.executable, "-m", "bignas", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "bignas", *map(str, args)], preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import random
 from importlib import resources
@@ -6,7 +7,7 @@ import pytest
 import yaml
 
 from bignas.cost import child_cost
-from bignas.space import SpaceError, load_space, space_names
+from bignas.space import Child, SpaceError, StageChoice, load_space, space_names
 
 
 def test_every_shipped_space_loads(space_name):
@@ -51,6 +52,10 @@ def test_json_round_trip(tmp_path, space_name):
     path.write_text(json.dumps(child.to_dict(space)))
     loaded = space.load_child(path)
     assert loaded == child and loaded.hash == child.hash
+    # to_dict writes every field by hand (for speed): a field added to a dataclass must appear here
+    d = child.to_dict()
+    assert list(d) == [f.name for f in dataclasses.fields(Child)]
+    assert all(list(s) == [f.name for f in dataclasses.fields(StageChoice)] for s in d["stages"])
 
 
 def test_hashes_are_pinned():

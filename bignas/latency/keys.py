@@ -9,6 +9,7 @@ No torch here: the device runner and the search read keys too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from bignas.plan import BlockPlan, Entry, plan
@@ -36,9 +37,8 @@ class BlockKey:
         return cls(entry.kind, entry)
 
     def fields(self, with_resolution: bool = True) -> list[tuple[str, object]]:
-        names = [f.name for f in dataclasses.fields(self.entry) if f.name not in _POSITION]
-        names.sort(key=lambda n: n != "resolution")  # resolution first, then the plan's own order
-        return [(n, getattr(self.entry, n)) for n in names if with_resolution or n != "resolution"]
+        return [(n, getattr(self.entry, n)) for n in _signature(type(self.entry))
+                if with_resolution or n != "resolution"]
 
     def _string(self, with_resolution: bool) -> str:
         def text(v: object) -> str:
@@ -61,6 +61,13 @@ class BlockKey:
     @property
     def resolution(self) -> int:
         return self.entry.resolution
+
+
+@functools.cache  # a pure function of the plan's entry types: the search asks it per block per candidate
+def _signature(entry_type: type) -> tuple[str, ...]:
+    """The fields of a plan entry type that make a key: resolution first, then the plan's own order."""
+    names = [f.name for f in dataclasses.fields(entry_type) if f.name not in _POSITION]
+    return tuple(sorted(names, key=lambda n: n != "resolution"))
 
 
 def child_keys(space: SearchSpace, child: Child) -> list[BlockKey]:

@@ -10,9 +10,14 @@ sum would rank a child that fits only the looser target behind every child that 
 on two shipped tables it cost the looser target's best child up to 0.017 top-1 (synthetic
 accuracy, 30 seeds, budget 40). Offspring: binary tournaments on that order, crossover, mutation;
 only unseen children that meet at least one target's budgets. Survival: the best `population` of
-parents and offspring together (elitism). The first members are, per target, the feasible
-skeleton that uses its budget most (see `base.fullest_skeleton`): the extremes of the front
-get an infinite crowding distance, so while they are on the first front they stay and breed.
+parents and offspring together (elitism). The first members are the two ends of the front: per
+target, the feasible skeleton that uses its budget most (see `base.fullest_skeleton`), and the
+smallest child, the cheapest in every cost. The extremes of a front get an infinite crowding
+distance, so while they are on the first front they stay and breed. The smallest child costs one
+evaluation and anchors the front's low-latency end: without it that end is filled only in later
+generations, and at budget 20 the front's hypervolume was below coarse-to-fine's (0.281 against
+0.291, cifar10-5k). On a synthetic noisy problem (6 seeds, budgets 20 / 60) it doubles the
+hypervolume at budget 20 (0.27 to 0.54) for 0.001-0.002 of the best child's top-1.
 """
 
 from __future__ import annotations
@@ -142,8 +147,8 @@ def violation(problem: Problem, costs: dict[str, Any]) -> float:
 @register("nsga2", multi_target=True, settings=NSGA2Settings,
           help="NSGA-II over every target's latency at once (Deb et al. 2002)")
 class NSGA2:
-    """The initial population is the feasible skeleton that uses each target's budget most, then
-    random children that meet some target's budgets; then one generation per ask."""
+    """The initial population is the feasible skeleton that uses each target's budget most, the
+    smallest child, then random children that meet some target's budgets; then one generation per ask."""
 
     def __init__(self, problem: Problem, rng: random.Random, budget: int, settings: NSGA2Settings) -> None:
         self.problem, self.rng, self.settings = problem, rng, settings
@@ -177,10 +182,12 @@ class NSGA2:
                          s.crossover_prob, s.mutate_prob, seen)
 
     def _seeds(self) -> list[Child]:
-        """Per target, the feasible skeleton closest to its budget (see `base.fullest_skeleton`)."""
-        grid = skeletons(self.problem.space)
-        found = (fullest_skeleton(self.problem.view(t), grid) for t in self.targets)
-        return [c for c in found if c is not None]
+        """Per target, the feasible skeleton closest to its budget (see `base.fullest_skeleton`),
+        then the smallest child when it is acceptable."""
+        space = self.problem.space
+        grid = skeletons(space)
+        found = [fullest_skeleton(self.problem.view(t), grid) for t in self.targets] + [space.min()]
+        return [c for c in found if c is not None and self.acceptable(c)]
 
     def _parent(self) -> Child:
         """Binary tournament (with replacement): the lower front wins, then the larger crowding distance."""
