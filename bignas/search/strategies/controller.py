@@ -153,7 +153,8 @@ class LSTMPolicy(nn.Module):
         p, cell = self.p, self.cell
         with torch.no_grad():
             noise = gumbel_noise(p.n, batch, max(p.sizes), generator)
-            heads = zip(self.head.weight.split(p.sizes), self.head.bias.split(p.sizes), self.embed.weight.split(p.sizes))
+            heads = zip(self.head.weight.split(p.sizes), self.head.bias.split(p.sizes),
+                        self.embed.weight.split(p.sizes))
             x = self.start.expand(batch, -1)
             state = (x.new_zeros(batch, cell.hidden_size), x.new_zeros(batch, cell.hidden_size))
             picks = []
