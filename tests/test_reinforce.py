@@ -191,6 +191,27 @@ def test_the_lstm_scores_with_the_cells_own_parameters():
     assert torch.allclose(logp, torch.stack(stepped, 1), atol=1e-5)
 
 
+def test_the_lstm_draws_are_gumbel_max_on_the_scored_logits():
+    """`sample` steps the cell in numpy; `score` runs it in torch. Each draw must be the argmax of
+    the scored logits plus the same Gumbel noise, so the policy trained is the policy sampled."""
+    from bignas.search.strategies.controller import POLICIES, gumbel_noise
+
+    p = packing(load_space("ofa-mbv3"))
+    policy = POLICIES["lstm"](p, 16, 1.5, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # far from the near-uniform start, so that any slip in the cell shows
+        for param in policy.parameters():
+            torch.nn.init.uniform_(param, -1.5, 1.5, generator=torch.Generator().manual_seed(param.numel()))
+    codes = policy.sample(32, torch.Generator().manual_seed(1))
+    noise = gumbel_noise(p.n, 32, max(p.sizes), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        previous = policy.embed(codes[:, :-1] + p.offsets[:-1])
+        hidden, _ = policy.sequence(torch.cat([policy.start.expand(32, 1, -1), previous], 1))
+        logits = 1.5 * torch.tanh(policy.head(hidden))
+    for i, (o, k) in enumerate(zip(p.offset_list, p.sizes)):
+        assert torch.equal((logits[:, i, o:o + k] + noise[i, :, :k]).argmax(1), codes[:, i]), i
+    assert len({tuple(c) for c in codes.tolist()}) > 1  # not one child drawn 32 times
+
+
 @pytest.mark.parametrize("option, field", [
     ("policy=gru", "policy"), ("reward=latency", "reward"), ("lr=0", "lr"), ("baseline_decay=1", "baseline_decay"),
     ("entropy_weight=-0.1", "entropy_weight"), ("beta=0.5", "beta"), ("w=1", "w"), ("batch=0", "batch"),

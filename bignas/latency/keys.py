@@ -40,19 +40,14 @@ class BlockKey:
         return [(n, getattr(self.entry, n)) for n in _signature(type(self.entry))
                 if with_resolution or n != "resolution"]
 
-    def _string(self, with_resolution: bool) -> str:
-        def text(v: object) -> str:
-            return str(int(v)) if isinstance(v, bool) else "-" if v is None else str(v)
-        return self.kind + ":" + ",".join(f"{_ABBREV[n]}{text(v)}" for n, v in self.fields(with_resolution))
-
     def __str__(self) -> str:
         """The stable string under which the table stores this key."""
-        return self._string(True)
+        return _key_string(self, True)
 
     @property
     def shape_free(self) -> str:
         """The key without its input resolution: one dynamic-size ONNX export serves all of these."""
-        return self._string(False)
+        return _key_string(self, False)
 
     @property
     def in_ch(self) -> int:
@@ -61,6 +56,15 @@ class BlockKey:
     @property
     def resolution(self) -> int:
         return self.entry.resolution
+
+
+# A pure function of the key, asked per block of every candidate a search considers: hashing a key
+# is a tenth of the cost of formatting it. A space has at most some thousands of distinct keys.
+@functools.lru_cache(maxsize=1 << 16)
+def _key_string(key: BlockKey, with_resolution: bool) -> str:
+    def text(v: object) -> str:
+        return str(int(v)) if isinstance(v, bool) else "-" if v is None else str(v)
+    return key.kind + ":" + ",".join(f"{_ABBREV[n]}{text(v)}" for n, v in key.fields(with_resolution))
 
 
 @functools.cache  # a pure function of the plan's entry types: the search asks it per block per candidate

@@ -141,9 +141,8 @@ class Reinforce:
             return []
         drawn = 0
         while drawn < MAX_SAMPLES and self.policy.p.n:  # n = 0: a space of one child
-            with self.one_thread():
-                codes = self.policy.sample(self.s.batch, self.generator)
-                active = self.policy.p.active(codes)
+            codes = self.policy.sample(self.s.batch, self.generator)
+            active = self.policy.p.active(codes)
             drawn += self.s.batch
             hashes, asked = [], {}
             for key in self.policy.p.full(codes * active.long()).tolist():  # canonical: as `encode` writes it
