@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 
-from bignas.latency.keys import child_keys
+from bignas.latency.keys import BlockKey, child_keys
 from bignas.latency.table import LatencyTable, TableError
 from bignas.space import Child, SearchSpace
 
@@ -33,10 +33,12 @@ def calibration_children(space: SearchSpace, n: int, seed: int = 0) -> list[Chil
     return list(children.values())[:n]
 
 
-def block_sum(table: LatencyTable, space: SearchSpace, child: Child) -> tuple[float, int]:
-    """Sum of the table's ratios over the child's stem, blocks and head, and how many there are."""
+def block_sum(table: LatencyTable, space: SearchSpace, child: Child,
+              keys: list[BlockKey] | None = None) -> tuple[float, int]:
+    """Sum of the table's ratios over the child's stem, blocks and head, and how many there are.
+    `keys`: the child's `child_keys`, when the caller has them (one child, several tables)."""
     total = 0.0
-    keys = child_keys(space, child)
+    keys = child_keys(space, child) if keys is None else keys
     for key in keys:
         entry = table.entries.get(str(key))
         if entry is None:
@@ -77,10 +79,11 @@ def calibrate(table: LatencyTable, space: SearchSpace) -> LatencyTable:
     return table
 
 
-def predict(table: LatencyTable, space: SearchSpace, child: Child) -> float:
-    """Predicted latency of `child` in milliseconds: the one code path of search, export and checks."""
+def predict(table: LatencyTable, space: SearchSpace, child: Child, keys: list[BlockKey] | None = None) -> float:
+    """Predicted latency of `child` in milliseconds: the one code path of search, export and checks.
+    `keys` as for `block_sum`."""
     if table.calibration is None:
         raise TableError(f"{table.path}: not calibrated yet (run: bignas profile --calibrate {table.path})")
-    total, count = block_sum(table, space, child)
+    total, count = block_sum(table, space, child, keys)
     k = table.calibration
     return table.reference_ms * (k["a"] * total + k["c"] * count + k["b"])

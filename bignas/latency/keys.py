@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from bignas.plan import BlockPlan, Entry, plan
+from bignas.plan import BlockPlan, Entry, Plan, plan
 from bignas.space import Child, SearchSpace, StageChoice
 
 
@@ -32,9 +32,7 @@ class BlockKey:
 
     @classmethod
     def of(cls, entry: Entry) -> "BlockKey":
-        if isinstance(entry, BlockPlan):
-            entry = dataclasses.replace(entry, stage=0, index=0)
-        return cls(entry.kind, entry)
+        return _key_of(entry)
 
     def fields(self, with_resolution: bool = True) -> list[tuple[str, object]]:
         return [(n, getattr(self.entry, n)) for n in _signature(type(self.entry))
@@ -58,6 +56,13 @@ class BlockKey:
         return self.entry.resolution
 
 
+@functools.lru_cache(maxsize=1 << 16)  # as `_key_string`: hashing an entry is cheaper than `replace`
+def _key_of(entry: Entry) -> BlockKey:
+    if isinstance(entry, BlockPlan):
+        entry = dataclasses.replace(entry, stage=0, index=0)
+    return BlockKey(entry.kind, entry)
+
+
 # A pure function of the key, asked per block of every candidate a search considers: hashing a key
 # is a tenth of the cost of formatting it. A space has at most some thousands of distinct keys.
 @functools.lru_cache(maxsize=1 << 16)
@@ -76,7 +81,11 @@ def _signature(entry_type: type) -> tuple[str, ...]:
 
 def child_keys(space: SearchSpace, child: Child) -> list[BlockKey]:
     """The keys of every piece `child` runs, in order: stem, blocks, head."""
-    p = plan(space, child)
+    return plan_keys(plan(space, child))
+
+
+def plan_keys(p: Plan) -> list[BlockKey]:
+    """`child_keys` from the child's plan, for a caller that has it already."""
     return [BlockKey.of(p.stem), *(BlockKey.of(b) for b in p.blocks), BlockKey.of(p.head)]
 
 

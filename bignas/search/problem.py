@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bignas.cost import child_cost
+from bignas.cost import plan_cost
 from bignas.errors import BignasError
 from bignas.latency.fit import predict
+from bignas.latency.keys import plan_keys
 from bignas.latency.table import LatencyTable
+from bignas.plan import plan
 from bignas.space import Child, SearchSpace
 
 
@@ -51,9 +53,11 @@ class Problem:
         """{"mflops", "params_m", "latency_ms": {target: predicted ms}} of `child` (memoised)."""
         key = child.hash
         if key not in self._costs:
-            cost = child_cost(self.space, child)
+            net = plan(self.space, child)  # once for the costs and every table's prediction
+            cost, keys = plan_cost(net), plan_keys(net)
             self._costs[key] = {"mflops": cost.mflops, "params_m": cost.params_m,
-                                "latency_ms": {t.name: predict(t.table, self.space, child) for t in self.targets}}
+                                "latency_ms": {t.name: predict(t.table, self.space, child, keys)
+                                               for t in self.targets}}
         return self._costs[key]
 
     def violations(self, child: Child, target: Target | None) -> list[str]:
