@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bignas.cli import main
-from bignas.latency.fit import calibrate, predict
+from bignas.latency.fit import block_sum, calibrate, predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency import device
@@ -326,6 +326,24 @@ def test_names_inside_files_never_become_paths(tmp_path, tiny):
         read_manifest(copy)
 
 
+def test_the_calibration_never_lets_a_block_subtract_time(tmp_path):
+    # Whole children timed as if each block cost 0.6 less than its ratio (noise on tiny blocks can
+    # fit so): the exact fit would predict the larger child faster; the fit must drop that term.
+    space = load_space("cifar-small")
+    table = read_table(fake_table(tmp_path, space), space.hash)
+    rng = random.Random(1)
+    kids = list({c.hash: c for c in (space.sample(rng) for _ in range(12))}.values())
+    table.children = []
+    for c in kids:
+        total, count = block_sum(table, space, c)
+        table.children.append({"arch": c.to_dict(space), "ratio": total - 0.6 * count + 20.0, "ms": 1.0})
+    k = calibrate(table, space).calibration
+    assert k["c"] == 0.0 and k["a"] > 0
+    assert all(k["a"] * e["ratio"] + k["c"] > 0 for e in table.entries.values())
+    assert predict(table, space, space.min()) < predict(table, space, space.max())
+    read_table(write(tmp_path / "fitted.json", json.dumps(table.to_dict())), space.hash)
+
+
 def test_a_calibration_without_a_positive_finite_slope_is_refused(tmp_path):
     space = load_space("cifar-small")
     table = read_table(fake_table(tmp_path, space), space.hash)
@@ -336,6 +354,10 @@ def test_a_calibration_without_a_positive_finite_slope_is_refused(tmp_path):
     with pytest.raises(TableError, match=r"slope a = nan \(must be a positive number\)"):
         calibrate(table, space)
     data = table.to_dict()
+    data["calibration"] = {"a": 1.0, "b": 0.1, "c": -0.6}  # the 0.5-ratio block would subtract time
+    data["children"][3]["ratio"] = 3.0
+    with pytest.raises(TableError, match="each block adds time"):
+        read_table(write(tmp_path / "subtracts.json", json.dumps(data)))
     data["calibration"] = {"a": -0.5, "b": 0.1, "c": 0.0}
     data["children"][3]["ratio"] = 3.0
     with pytest.raises(TableError, match="positive slope"):

@@ -17,7 +17,7 @@ import random
 import numpy as np
 
 from bignas.latency.keys import BlockKey, child_keys
-from bignas.latency.table import LatencyTable, TableError
+from bignas.latency.table import LatencyTable, TableError, adds_time_per_block
 from bignas.space import Child, SearchSpace
 
 
@@ -57,13 +57,14 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
         rows.append((total, count, 1.0))
         measured.append(c["ratio"])
     x, y = np.array(rows), np.array(measured)
-    # Few or alike children can make the full fit degenerate (a <= 0: a larger child predicted
-    # faster); then drop the per-block term, then the intercept.
+    # Few, alike or noisy children can make the full fit degenerate: a <= 0, or a per-block term c
+    # so negative that a block subtracts time (a larger child predicted faster). Then drop the
+    # per-block term, then the intercept.
     for columns in ((0, 1, 2), (0, 2), (0,)):
         solution, *_ = np.linalg.lstsq(x[:, columns], y, rcond=None)
-        if solution[0] > 0:
+        a, c, b = (dict(zip(columns, solution)).get(i, 0.0) for i in range(3))
+        if adds_time_per_block(a, c, table.entries):
             break
-    a, c, b = (dict(zip(columns, solution)).get(i, 0.0) for i in range(3))
     if not (np.isfinite((a, b, c)).all() and a > 0):
         raise TableError(f"{table.path}: the calibration fit has slope a = {float(a):g} (must be a positive number): "
                          f"the {len(y)} whole children's times do not grow with their blocks' times; "

@@ -154,9 +154,10 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         raise TableError(f"{path}: field 'children' must be a list of {{arch, ratio}} objects")
     calibration = data["calibration"]
     if calibration is not None and not (isinstance(calibration, dict) and all(
-            _finite(calibration.get(k)) for k in ("a", "b", "c")) and calibration["a"] > 0):
-        raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c "
-                         f"and a positive slope a")
+            _finite(calibration.get(k)) for k in ("a", "b", "c"))
+            and adds_time_per_block(calibration["a"], calibration["c"], entries)):
+        raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c, "
+                         f"a positive slope a, and a * ratio + c > 0 for every entry (each block adds time)")
     table = LatencyTable(header, entries, children, calibration, path)
     if space_hash is not None:
         check_space(table, space_hash)
@@ -169,6 +170,12 @@ def check_space(table: LatencyTable, space_hash: str) -> None:
         raise TableError(f"{table.path}: table is for space '{table.header['space']}' (hash "
                          f"{table.header['space_hash']}), not this one (hash {space_hash}): field "
                          f"'header.space_hash' does not match")
+
+
+def adds_time_per_block(a: float, c: float, entries: Mapping[str, Mapping[str, float]]) -> bool:
+    """Whether the correction `a * ratio + c` of every entry is positive: each block a child runs
+    then adds time, so a child with more or larger blocks is never predicted faster."""
+    return a > 0 and all(a * e["ratio"] + c > 0 for e in entries.values())
 
 
 def _finite(v: Any) -> bool:
