@@ -4,6 +4,7 @@ by its seed, and a killed search replays to the same controller."""
 
 import dataclasses
 import random
+import warnings
 from statistics import mean
 
 import pytest
@@ -171,19 +172,22 @@ def test_the_controller_codes_are_the_childs_encoding(name):
         assert list(space.encode(space.decode(key))) == key
 
 
-def test_the_lstm_scores_with_the_cells_own_parameters():
-    """Scoring runs the cell's Parameters as one nn.LSTM over the sequence: the same objects (one
-    Adam step moves both), and the same log-probabilities as stepping the cell itself."""
+def test_the_lstm_scores_as_a_cell_stepped_on_its_parameters():
+    """Scoring runs the LSTM over the whole sequence at once: it must give the log-probabilities of
+    stepping a cell with the same weights through the decisions, one choice after another."""
     from bignas.search.strategies.controller import POLICIES
 
     p = packing(load_space("cifar-small"))
     policy = POLICIES["lstm"](p, 16, 1.5, torch.Generator().manual_seed(0))
     torch.nn.init.uniform_(policy.head.weight, -1, 1, generator=torch.Generator().manual_seed(2))  # not uniform
-    assert {id(x) for x in policy.sequence.parameters()} == {id(x) for x in policy.cell.parameters()}
+    cell = torch.nn.LSTMCell(16, 16)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(policy.lstm, f"{name}_l0"))
     codes = policy.sample(5, torch.Generator().manual_seed(1))
     x, state, stepped = policy.start.expand(5, -1), None, []
     for i, (o, k) in enumerate(zip(p.offset_list, p.sizes)):
-        state = policy.cell(x, state)
+        state = cell(x, state)
         stepped.append(torch.log_softmax(1.5 * torch.tanh(policy.head(state[0])[:, o:o + k]), -1)
                        .gather(1, codes[:, i:i + 1]).squeeze(1))
         x = policy.embed(codes[:, i] + o)
@@ -191,21 +195,26 @@ def test_the_lstm_scores_with_the_cells_own_parameters():
     assert torch.allclose(logp, torch.stack(stepped, 1), atol=1e-5)
 
 
-def test_the_lstm_draws_are_gumbel_max_on_the_scored_logits():
+@pytest.mark.parametrize("spread", [1.5, 30.0])
+def test_the_lstm_draws_are_gumbel_max_on_the_scored_logits(spread):
     """`sample` steps the cell in numpy; `score` runs it in torch. Each draw must be the argmax of
-    the scored logits plus the same Gumbel noise, so the policy trained is the policy sampled."""
+    the scored logits plus the same Gumbel noise, so the policy trained is the policy sampled; with
+    weights grown large (spread 30: gates far past where exp(-x) overflows float32) the draw must
+    stay exact and silent."""
     from bignas.search.strategies.controller import POLICIES, gumbel_noise
 
     p = packing(load_space("ofa-mbv3"))
     policy = POLICIES["lstm"](p, 16, 1.5, torch.Generator().manual_seed(0))
     with torch.no_grad():  # far from the near-uniform start, so that any slip in the cell shows
         for param in policy.parameters():
-            torch.nn.init.uniform_(param, -1.5, 1.5, generator=torch.Generator().manual_seed(param.numel()))
-    codes = policy.sample(32, torch.Generator().manual_seed(1))
+            torch.nn.init.uniform_(param, -spread, spread, generator=torch.Generator().manual_seed(param.numel()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codes = policy.sample(32, torch.Generator().manual_seed(1))
     noise = gumbel_noise(p.n, 32, max(p.sizes), torch.Generator().manual_seed(1))
     with torch.no_grad():
         previous = policy.embed(codes[:, :-1] + p.offsets[:-1])
-        hidden, _ = policy.sequence(torch.cat([policy.start.expand(32, 1, -1), previous], 1))
+        hidden, _ = policy.lstm(torch.cat([policy.start.expand(32, 1, -1), previous], 1))
         logits = 1.5 * torch.tanh(policy.head(hidden))
     for i, (o, k) in enumerate(zip(p.offset_list, p.sizes)):
         assert torch.equal((logits[:, i, o:o + k] + noise[i, :, :k]).argmax(1), codes[:, i]), i

@@ -10,7 +10,7 @@ every decision are packed into one axis of length K (decision i owns the slice
 `offsets[i]:offsets[i] + sizes[i]`), so one linear layer gives the logits of every decision, and
 one masked `log_softmax` normalises each decision's slice.
 
-- `LSTMPolicy` (Zoph & Le 2017, Sec. 3.1; Pham et al. 2018, "ENAS"): one `nn.LSTMCell` steps
+- `LSTMPolicy` (Zoph & Le 2017, Sec. 3.1; Pham et al. 2018, "ENAS"): one LSTM layer steps
   once per decision; its input is a learned start vector, then the embedding of the option chosen
   at the previous decision (an embedding row per option of every decision); a linear head per
   decision (one packed `nn.Linear`) reads the hidden state. Parameters are uniform in [-0.1, 0.1]
@@ -129,59 +129,58 @@ class LSTMPolicy(nn.Module):
         # initialise every parameter from `generator`. (nn.utils.skip_init does the same on the
         # "meta" device, but its first call in a process imports torch._dynamo: 1.2 s.)
         with torch.random.fork_rng(devices=[]):
-            self.cell = nn.LSTMCell(hidden, hidden)
+            self.lstm = nn.LSTM(hidden, hidden, batch_first=True)  # `sample` steps it as a cell
             self.embed = nn.Embedding(packing.k, hidden)  # row offsets[i] + j: option j of decision i
             self.head = nn.Linear(hidden, packing.k)  # every decision's head, packed
-            # The same cell as a sequence layer, to score known choices in one call: it shares the
-            # cell's Parameters (its own are replaced below).
-            self.sequence = nn.LSTM(hidden, hidden, batch_first=True)
         self.start = nn.Parameter(torch.empty(hidden))
-        for param in [*self.cell.parameters(), self.embed.weight, self.start]:
+        for param in [*self.lstm.parameters(), self.embed.weight, self.start]:
             nn.init.uniform_(param, -INIT_RANGE, INIT_RANGE, generator=generator)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.sequence.weight_ih_l0, self.sequence.weight_hh_l0 = self.cell.weight_ih, self.cell.weight_hh
-        self.sequence.bias_ih_l0, self.sequence.bias_hh_l0 = self.cell.bias_ih, self.cell.bias_hh
 
     def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """(batch, n) option indices: the batch steps through the decisions together, one LSTM cell
         step per decision, reading decision i's head on its slice of the packed option axis; the
-        draw is Gumbel-max (`gumbel_noise`). A step is some twenty ops on (batch, 4 * hidden)
-        arrays, so per-op dispatch is the cost: the steps run in numpy on views of the parameters
-        (about 2 us an op here, torch about 5: a draw of cifar-small's 33 decisions took 1.3 ms, not
-        2.7). Every input is the start vector or an option's embedding, so the input half of the
-        cell's gates is computed once per draw for all of them. `score` runs the same parameters
-        in torch; a test checks that the draws are Gumbel-max on its logits."""
-        p, cell, hs = self.p, self.cell, self.cell.hidden_size
+        draw is Gumbel-max (`gumbel_noise`). A step is a dozen ops on (batch, 4 * hidden) arrays,
+        so per-op dispatch is the cost: the steps run in numpy on views of the parameters (about
+        2 us an op here, torch about 5: a draw of cifar-small's 33 decisions takes 0.8 ms, 2.7 in
+        torch). Every input is the start vector or an option's embedding, so the input half of the
+        gates is computed once per draw for all of them. `score` runs the same parameters in
+        torch; a test checks that the draws are Gumbel-max on its logits."""
+        p, lstm, hs = self.p, self.lstm, self.lstm.hidden_size
+        # sigmoid(x) = (1 + tanh(x / 2)) / 2: with the input, forget and output columns of the gate
+        # weights halved (exact in floating point), one tanh gives every gate of a step, and it never
+        # overflows as exp(-x) does (numpy's overflow warnings cost more than a step once weights grow)
+        scale = np.full(4 * hs, 0.5, np.float32)
+        scale[2 * hs:3 * hs] = 1.0  # PyTorch's gate order: input, forget, cell (tanh), output
         with torch.no_grad():
             noise = gumbel_noise(p.n, batch, max(p.sizes), generator).numpy()
-            bias = cell.bias_ih + cell.bias_hh
-            inputs = torch.addmm(bias, torch.cat([self.start[None], self.embed.weight]), cell.weight_ih.t()).numpy()
-            recurrent = cell.weight_hh.t().numpy()
-            heads = [(w.t().numpy(), b.numpy()) for w, b in zip(self.head.weight.split(p.sizes),
-                                                                self.head.bias.split(p.sizes))]
+            bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+            inputs = torch.addmm(bias, torch.cat([self.start[None], self.embed.weight]), lstm.weight_ih_l0.t()).numpy()
+        inputs, recurrent = inputs * scale, lstm.weight_hh_l0.detach().t().numpy() * scale
+        head_weight, head_bias = self.head.weight.detach().t().numpy(), self.head.bias.detach().numpy()
         gx = np.broadcast_to(inputs[0], (batch, 4 * hs))  # row 0: the start; row 1 + offsets[i] + j: an option
         h, c = np.zeros((batch, hs), np.float32), np.zeros((batch, hs), np.float32)
         picks = np.empty((batch, p.n), np.int64)
-        for i, (weight, bias_i) in enumerate(heads):
-            gates = gx + h @ recurrent  # PyTorch's gate order: input, forget, cell, output
-            gate = 1 / (1 + np.exp(-gates))
-            c = gate[:, hs:2 * hs] * c + gate[:, :hs] * np.tanh(gates[:, 2 * hs:3 * hs])
+        for i, (at, k) in enumerate(zip(p.offset_list, p.sizes)):
+            t = np.tanh(gx + h @ recurrent)
+            gate = 0.5 * t + 0.5
+            c = gate[:, hs:2 * hs] * c + gate[:, :hs] * t[:, 2 * hs:3 * hs]
             h = gate[:, 3 * hs:] * np.tanh(c)
-            logits = np.tanh(h @ weight + bias_i) * self.bound
-            pick = (logits + noise[i, :, :len(bias_i)]).argmax(1)
+            logits = np.tanh(h @ head_weight[:, at:at + k] + head_bias[at:at + k]) * self.bound
+            pick = (logits + noise[i, :, :k]).argmax(1)
             picks[:, i] = pick
-            gx = inputs[1 + p.offset_list[i] + pick]
+            gx = inputs[1 + at + pick]
         return torch.from_numpy(picks)
 
     def score(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-decision log-probabilities of `codes` (B, n) and entropies (B, n), with gradients.
         The inputs are known here (the start, then the embeddings of the given choices), so the
-        cell's weights run as one `nn.LSTM` over the sequence: a third less search overhead than
-        stepping the cell again (measured, cifar-small)."""
+        LSTM runs over the whole sequence in one call: a third less search overhead than stepping
+        it as a cell (measured, cifar-small)."""
         p, batch = self.p, codes.shape[0]
         previous = self.embed(codes[:, :-1] + p.offsets[:-1])  # (B, n - 1, h)
-        hidden, _ = self.sequence(torch.cat([self.start.expand(batch, 1, -1), previous], 1))  # (B, n, h)
+        hidden, _ = self.lstm(torch.cat([self.start.expand(batch, 1, -1), previous], 1))  # (B, n, h)
         return p.score(self.bound * torch.tanh(self.head(hidden)), codes)
 
 

@@ -193,16 +193,19 @@ class Reinforce:
         r = torch.tensor(values, dtype=torch.float32)
         mean = float(r.mean())
         if self.top1_min is None:  # only infeasible samples yet: no accuracy to scale a baseline
-            advantage = r - mean
+            baseline = mean
         else:
             baseline = mean if self.baseline is None else self.baseline
-            advantage = r - baseline
             self.baseline = self.s.baseline_decay * baseline + (1 - self.s.baseline_decay) * mean
+        if len(rated) < len(hashes):
+            codes, active = codes[rated], active[rated]
+        # loss = -mean_b[A_b * sum_i active * log p] - entropy_weight * mean_b[sum_i active * H]: the
+        # weights of both sums are constants, formed first, so that autograd records four ops
+        weight = r.sub_(baseline).div_(-len(rated))[:, None] * active
+        bonus = active * (-self.s.entropy_weight / len(rated))
         with self.one_thread():
-            logp, entropy = self.policy.score(codes[rated])
-            active = active[rated]
-            loss = (-(advantage * (logp * active).sum(1)).mean()
-                    - self.s.entropy_weight * (entropy * active).sum(1).mean())
+            logp, entropy = self.policy.score(codes)
+            loss = (logp * weight + entropy * bonus).sum()
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
