@@ -206,8 +206,8 @@ def test_the_lstm_draws_are_gumbel_max_on_the_scored_logits(spread):
     p = packing(load_space("ofa-mbv3"))
     policy = POLICIES["lstm"](p, 16, 1.5, torch.Generator().manual_seed(0))
     with torch.no_grad():  # far from the near-uniform start, so that any slip in the cell shows
-        for param in policy.parameters():
-            torch.nn.init.uniform_(param, -spread, spread, generator=torch.Generator().manual_seed(param.numel()))
+        for i, param in enumerate(policy.parameters()):  # a seed each: no two alike (W_ih vs W_hh)
+            torch.nn.init.uniform_(param, -spread, spread, generator=torch.Generator().manual_seed(i))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         codes = policy.sample(32, torch.Generator().manual_seed(1))

@@ -142,9 +142,9 @@ class LSTMPolicy(nn.Module):
         """(batch, n) option indices: the batch steps through the decisions together, one LSTM cell
         step per decision, reading decision i's head on its slice of the packed option axis; the
         draw is Gumbel-max (`gumbel_noise`). A step is a dozen ops on (batch, 4 * hidden) arrays,
-        so per-op dispatch is the cost: the steps run in numpy on views of the parameters (about
-        2 us an op here, torch about 5: a draw of cifar-small's 33 decisions takes 0.8 ms, 2.7 in
-        torch). Every input is the start vector or an option's embedding, so the input half of the
+        so per-op dispatch is the cost: the steps run in numpy on the parameters (about 2 us an op
+        here, torch about 5: a draw of cifar-small's 33 decisions takes 0.8 ms; stepped in torch
+        it took 2.7). Every input is the start vector or an option's embedding, so the input half of the
         gates is computed once per draw for all of them. `score` runs the same parameters in
         torch; a test checks that the draws are Gumbel-max on its logits."""
         p, lstm, hs = self.p, self.lstm, self.lstm.hidden_size

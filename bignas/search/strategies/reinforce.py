@@ -5,9 +5,9 @@ Architecture Search via Parameter Sharing", ICML 2018), with a latency-aware rew
 The controller emits one decision per step of the space's fixed-length encoding
 (`SearchSpace.decisions()`: resolution, stem, then per stage depth, width, each block's kernel and
 expand, then head; decisions with one option are no step); `decode` builds the child.
-`policy=lstm` (default) is the ENAS controller: one LSTMCell whose input is the embedding of the
-previous choice, one linear head per decision; `policy=factorised` has independent logits per
-decision. Logits are bounded to +-tanh_constant. See `controller.py`.
+`policy=lstm` (default) is the ENAS controller: one LSTM layer, stepped once per decision, whose
+input is the embedding of the previous choice, one linear head per decision; `policy=factorised`
+has independent logits per decision. Logits are bounded to +-tanh_constant. See `controller.py`.
 
 Training (Williams 1992; Zoph & Le, Sec. 3.2): each `ask` samples `batch` encodings at once from
 the current policy and asks for the new feasible ones; after `tell`, one Adam step on
