@@ -55,6 +55,7 @@ from bignas.latency.table import device_description
 from bignas.nn import Supernet, SupernetStep
 from bignas.space import load_space
 from bignas.train.config import OptimizerConfig, load_config
+from bignas.train.distributed import pick_device
 from bignas.train.recipe import make_optimizer, zero_init_last_bn
 from bignas.train.sandwich import children_for_step, sandwich_backward
 
@@ -95,7 +96,7 @@ class Skip(Exception):
 
 
 def check_throughput(sizes: Sizes) -> str:
-    device = torch.device(sizes.device)
+    device = pick_device(sizes.device)  # as training picks it (on CUDA: cuDNN autotuning on)
     torch.manual_seed(0)
     space = load_space(sizes.space)
     supernet = Supernet(space).to(device).to(memory_format=torch.channels_last).train()
