@@ -15,6 +15,7 @@ from typing import Callable
 from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
+from bignas.latency import QUICK_CHILDREN, REPEAT_CHILDREN
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
 
@@ -42,15 +43,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     progress = None if args.quiet else Progress()
-    if args.children < 4:
-        raise BignasError(f"--children {args.children}: the calibration fits 3 numbers, time at least 4 children")
-    if args.calibrate:
+    children = args.children or (TRANSFER_CHILDREN if args.transfer else PROFILE_CHILDREN)
+    if children < 4:
+        raise BignasError(f"--children {children}: the calibration fits 3 numbers, time at least 4 children")
+    if args.transfer:
+        from bignas.latency.table import check_space, read_table
+
+        if args.out is None:
+            raise BignasError(f"--transfer {args.transfer} needs --out FILE: the table made true here "
+                              f"(the one transferred is left as it is)")
+        if args.profile or args.bundle or args.calibrate:
+            raise BignasError("--transfer keeps the table's own profile and writes a table here: it takes "
+                              "no --profile, --bundle or --calibrate")
+        source = read_table(args.transfer)
+        space = load_space(args.space or source.header["space"])
+        check_space(source, space.hash)
+        table = profiling.transfer_table(source, space, Path(args.out), children, progress)
+    elif args.calibrate:
         table = profiling.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
     elif args.profile is None:
         raise BignasError("--profile is required (except with --calibrate FILE)")
     elif args.bundle:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
-        manifest = profiling.bundle_for_device(profile, space, Path(args.bundle), args.children, progress)
+        manifest = profiling.bundle_for_device(profile, space, Path(args.bundle), children, progress)
         print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
             f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
             "bignas profile --calibrate TABLE.json   # back here"]}))
@@ -58,7 +73,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
         out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
-        table = profiling.profile_device(profile, space, out, args.children, progress)
+        table = profiling.profile_device(profile, space, out, children, progress)
     print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
                       "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
                       "seconds": round(time.monotonic() - start, 1)}))
@@ -67,7 +82,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_latency_check(args: argparse.Namespace) -> int:
     from bignas.console import Progress
-    from bignas.latency.check import latency_check
+    from bignas.latency.check import latency_check, quick_check
     from bignas.latency.table import check_space, read_table
 
     if args.children < 2:
@@ -75,8 +90,15 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
     table = read_table(args.table)
     space = load_space(args.space or table.header["space"])
     check_space(table, space.hash)
-    print(json.dumps(latency_check(table, space, args.children, args.seed, None if args.quiet else Progress())))
-    return 0
+    progress = None if args.quiet else Progress()
+    if args.quick:
+        result = quick_check(table, space, args.seed, progress)
+    else:
+        result = latency_check(table, space, args.children, args.seed, progress, args.repeat)
+    for warning in result["warnings"]:
+        print(f"bignas latency-check: warning: {warning}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0 if result.get("verified", True) else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -164,16 +186,16 @@ def out_path(value: str) -> str:
     return value
 
 
-def positive(kind: type, limit: float | None = None) -> Callable[[str], float | int]:
-    """An argparse type: a finite number above zero (and at most `limit`), else a usage error
-    naming the value."""
+def positive(kind: type, limit: float | None = None, zero: bool = False) -> Callable[[str], float | int]:
+    """An argparse type: a finite number above zero (or zero, with `zero`; and at most `limit`),
+    else a usage error naming the value."""
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above zero")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number {'of zero or more' if zero else 'above zero'}")
         if limit is not None and value > limit:
             raise argparse.ArgumentTypeError(f"{text!r}: must be at most {limit:g}")
         return value
@@ -181,6 +203,7 @@ def positive(kind: type, limit: float | None = None) -> Callable[[str], float | 
 
 
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
+PROFILE_CHILDREN, TRANSFER_CHILDREN = 30, 20  # default calibration children of a profile / a transfer
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
 
 
@@ -258,9 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "cannot run PyTorch")
     p.add_argument("--calibrate", metavar="FILE", help="complete a table the device runner wrote (fit the "
                                                        "calibration on its whole children)")
-    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=30,
-                   help="whole children timed for the calibration: the smallest, the largest and random ones "
-                        "(default: 30)")
+    p.add_argument("--transfer", metavar="TABLE",
+                   help="make TABLE (measured on another host, or failing `latency-check --quick` here) true on "
+                        "this host in minutes: keep its block entries, time the reference and --children whole "
+                        "children here, re-fit the calibration, write --out (required)")
+    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=None,
+                   help=f"whole children timed for the calibration: the smallest, the largest and random ones "
+                        f"(default: {PROFILE_CHILDREN}; with --transfer: {TRANSFER_CHILDREN})")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_profile)
 
@@ -276,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=100, help="random children to time (default: 100)")
     p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
     p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
+    p.add_argument("--repeat", type=positive(int, MAX_CHILDREN, zero=True), default=REPEAT_CHILDREN,
+                   help=f"children timed again in a second pass, for the noise floor (default: {REPEAT_CHILDREN})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"verify the table on this host before reusing it: {QUICK_CHILDREN} children, each timed "
+                        f"twice, nothing written; adds 'verified' and the 'rule' it follows, and exits 1 when "
+                        f"not verified (then: bignas profile --transfer TABLE --out NEW.json)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_latency_check)
 

@@ -1,7 +1,7 @@
 """`bignas quickstart`: the three jobs end to end on the embedded dataset, on this CPU.
 
-Train the quickstart recipe (mnist5k, cifar-small), get a cpu-1t latency table (the shipped one
-when it was measured on this kind of CPU, else measure this machine), search under a latency
+Train the quickstart recipe (mnist5k, cifar-small), get a cpu-1t latency table true on this host
+(the shipped one verified here, or transferred here: see `_table`), search under a latency
 budget halfway between the smallest and the largest child, export the best child. Each stage
 reuses what an earlier, interrupted run finished.
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from bignas.latency.fit import predict
 from bignas.latency.device import Progress
-from bignas.latency.profiling import profile_device
+from bignas.latency.clock import device_differences
+from bignas.latency.profiling import profile_device, verify_or_transfer
 from bignas.latency.profiles import load_profile
-from bignas.latency.table import LatencyTable, TableError, device_description, read_table, shipped_tables
+from bignas.latency.table import LatencyTable, TableError, read_table
 from bignas.space import SearchSpace, load_space
 
 PROFILE = "cpu-1t"
@@ -34,7 +35,7 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
     _train(run, quiet)
     space = load_space(SPACE)
     say(f"2/4 latency table for {PROFILE}")
-    table_path, table = _table(out, space, quiet, say)
+    table_path, table, how = _table(out, space, quiet, say)
     fastest, slowest = predict(table, space, space.min()), predict(table, space, space.max())
     budget_ms = round((fastest + slowest) / 2, 4)
     say(f"3/4 searching: latency budget {budget_ms:.3f} ms (smallest child {fastest:.3f}, largest {slowest:.3f})")
@@ -43,7 +44,7 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
     from bignas.export import export_run_child
 
     card = export_run_child(run, out / "search" / "best.json", out / "export", table_path)
-    summary = {"out": str(out), "table": str(table_path), "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
+    summary = {"out": str(out), "table": str(table_path), "table_was": how, "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
                "seconds": round(time.monotonic() - start, 1)}
     _print_summary(card, budget_ms, summary, quiet)
     return summary
@@ -62,24 +63,24 @@ def _train(run: Path, quiet: bool) -> None:
     train_run(config, run, resume=resume, show_progress=not quiet)
 
 
-def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable]:
-    """The shipped table when this host is the device it describes, else one measured here."""
-    here = device_description()
-    if f"{PROFILE}/{space.name}" in shipped_tables():
-        try:
-            table = read_table(f"{PROFILE}/{space.name}", space.hash)
-            shipped = Path(table.path)
-            if table.header["host"] == here:
-                say(f"    reusing {shipped} (measured on this CPU: {here})")
-                return shipped, table
-            say(f"    {shipped} was measured on '{table.header['host']}', this is '{here}': profiling here")
-        except TableError as e:
-            say(f"    not using the shipped table {PROFILE}/{space.name}: {e}")
+def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable, str]:
+    """A table true on this host: one an earlier quickstart made here, else the shipped table
+    verified or transferred here (`verify_or_transfer`), else (no shipped table) a full profile."""
+    progress = None if quiet else Progress()
     mine = out / "latency_tables" / PROFILE / f"{space.name}.json"
-    if mine.exists():
-        return mine, read_table(mine, space.hash)
-    profile = load_profile(PROFILE)
-    return mine, profile_device(profile, space, mine, progress=None if quiet else Progress())
+    if mine.exists():  # made here by an earlier quickstart: still this host?
+        table = read_table(mine, space.hash)
+        if not device_differences(table):
+            say(f"    reusing {mine} (made on this host by an earlier quickstart)")
+            return mine, table, "reused"
+    try:
+        shipped = read_table(f"{PROFILE}/{space.name}", space.hash)
+    except TableError as e:
+        say(f"    no usable shipped table ({e}): profiling this host (about 10 minutes)")
+        return mine, profile_device(load_profile(PROFILE), space, mine, progress=progress), "profiled"
+    table, how, why = verify_or_transfer(shipped, space, mine, progress)
+    say(f"    {how} the shipped {PROFILE} table: {why}")
+    return Path(table.path), table, how
 
 
 def _search(run: Path, table_path: Path, budget_ms: float, out: Path, quiet: bool) -> None:

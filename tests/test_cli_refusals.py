@@ -23,7 +23,7 @@ import torch
 import yaml
 from PIL import Image
 
-from bignas.latency.fit import block_sum, calibrate, calibration_children
+from bignas.latency.fit import features, calibrate, calibration_children
 from bignas.latency.keys import space_keys
 from bignas.latency.profiles import load_profile
 from bignas.latency.table import LatencyTable, make_header, write_table
@@ -341,7 +341,7 @@ def inputs(tmp_path_factory) -> Path:
     table = LatencyTable(make_header(load_profile(root / "fast.yaml"), space.name, space.hash, 0.1),
                          {str(k): {"ratio": 1.0 + i / 10, "ms": 0.1, "ref_ms": 0.1} for i, k in enumerate(keys)})
     for child in calibration_children(space, 6):
-        total, count = block_sum(table, space, child)
+        total, count, *_ = features(table, space, child)
         table.children.append({"arch": child.to_dict(space), "ratio": 0.8 * total + 0.05 * count + 0.3, "ms": 1.0})
     write_table(root / "table.json", calibrate(table, space))
     doc = json.loads((root / "table.json").read_text())

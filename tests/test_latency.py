@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import os
 import random
@@ -15,7 +17,7 @@ import pytest
 import yaml
 
 from bignas.cli import main
-from bignas.latency.fit import block_sum, calibrate, predict
+from bignas.latency.fit import features, calibrate, predict
 from bignas.latency.check import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency import device
@@ -244,6 +246,18 @@ def tiny(tmp_path_factory):
     return root, space_file, profile_file, bundle
 
 
+@pytest.fixture(scope="module")
+def tiny_table(tiny, tmp_path_factory):
+    root, space_file, profile_file, bundle = tiny
+    out = tmp_path_factory.mktemp("trust") / "tiny.json"
+    shutil.copytree(bundle, out.parent / ".tiny.work")  # exported already: only the timing is left
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--out", str(out),
+                     "--children", "8", "--quiet"]) == 0
+    return out, load_space(space_file), space_file, json.loads(printed.getvalue())
+
+
 def test_device_runner_without_torch_resumes(tiny):
     root, space_file, _, bundle = tiny
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -277,13 +291,9 @@ def test_device_runner_without_torch_resumes(tiny):
     assert predict(calibrated, space, space.min()) < predict(calibrated, space, space.max())
 
 
-def test_profile_and_check_on_this_machine(tiny, capsys):
+def test_profile_and_check_on_this_machine(tiny, tiny_table, capsys):
     root, space_file, profile_file, bundle = tiny
-    out = root / "tables" / "tiny.json"
-    shutil.copytree(bundle, out.parent / ".tiny.work")  # as if a killed run had exported everything
-    assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--out", str(out),
-                 "--children", "8", "--quiet"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    out, _, _, summary = tiny_table
     assert summary["table"] == str(out) and summary["calibration"]["children"] == 8
     assert not (out.parent / ".tiny.work").exists()
     space = load_space(space_file)
@@ -293,10 +303,12 @@ def test_profile_and_check_on_this_machine(tiny, capsys):
     assert main(["latency-check", "--table", str(out), "--space", str(space_file), "--children", "3",
                  "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"n", "within_5pct", "within_10pct", "mae_pct", "spearman", "kendall", "worst_pct"}
+    assert set(result) == {"n", "within_5pct", "within_10pct", "mae_pct", "median_error_pct", "spearman", "kendall",
+                           "worst_pct", "repeat_n", "repeat_within_5pct", "repeat_within_10pct", "noise_floor_pct",
+                           "device_differences", "warnings"}
     assert result["n"] == 3 and 0 <= result["within_10pct"] <= 1
-    assert (root / "tables" / "tiny.check.png").read_bytes()[:4] == b"\x89PNG"
-    checked = json.loads((root / "tables" / "tiny.check.json").read_text())
+    assert out.with_suffix(".check.png").read_bytes()[:4] == b"\x89PNG"
+    checked = json.loads(out.with_suffix(".check.json").read_text())
     calibrated_on = {json.dumps(c["arch"], sort_keys=True) for c in table.children}
     assert not calibrated_on & {json.dumps(c["arch"], sort_keys=True) for c in checked["children"]}
 
@@ -326,19 +338,24 @@ def test_names_inside_files_never_become_paths(tmp_path, tiny):
         read_manifest(copy)
 
 
+def timed_as(tmp_path: Path, seed: int, n: int, law) -> tuple:
+    """(space, table, children): a made-up cifar-small table whose whole children (about `n`
+    random ones) are timed exactly as `law` of their calibration features."""
+    space = load_space("cifar-small")
+    table = read_table(fake_table(tmp_path, space), space.hash)
+    rng = random.Random(seed)
+    kids = list({c.hash: c for c in (space.sample(rng) for _ in range(n))}.values())
+    table.children = [{"arch": c.to_dict(space), "ratio": float(law(*features(table, space, c))), "ms": 1.0}
+                      for c in kids]
+    return space, table, kids
+
+
 def test_the_calibration_never_lets_a_block_subtract_time(tmp_path):
     # Whole children timed as if each block cost 0.6 less than its ratio (noise on tiny blocks can
     # fit so): the exact fit would predict the larger child faster; the fit must drop that term.
-    space = load_space("cifar-small")
-    table = read_table(fake_table(tmp_path, space), space.hash)
-    rng = random.Random(1)
-    kids = list({c.hash: c for c in (space.sample(rng) for _ in range(12))}.values())
-    table.children = []
-    for c in kids:
-        total, count = block_sum(table, space, c)
-        table.children.append({"arch": c.to_dict(space), "ratio": total - 0.6 * count + 20.0, "ms": 1.0})
+    space, table, _ = timed_as(tmp_path, 1, 12, lambda total, count, one, weight_mb, act_mb: total - 0.6 * count + 20)
     k = calibrate(table, space).calibration
-    assert k["c"] == 0.0 and k["a"] > 0
+    assert k["a"] > 0 and min(k["w"], k["v"]) >= 0
     assert all(k["a"] * e["ratio"] + k["c"] > 0 for e in table.entries.values())
     assert predict(table, space, space.min()) < predict(table, space, space.max())
     read_table(write(tmp_path / "fitted.json", json.dumps(table.to_dict())), space.hash)
@@ -351,7 +368,7 @@ def test_a_calibration_without_a_positive_finite_slope_is_refused(tmp_path):
     kids = list({c.hash: c for c in (space.sample(rng) for _ in range(12))}.values())
     table.children = [{"arch": c.to_dict(space), "ratio": 2.0 + i, "ms": 1.0} for i, c in enumerate(kids)]
     table.children[3]["ratio"] = float("nan")  # one whole child's timing went wrong
-    with pytest.raises(TableError, match=r"slope a = nan \(must be a positive number\)"):
+    with pytest.raises(TableError, match=r"field 'children\[3\]\.ratio' is nan, not a positive number"):
         calibrate(table, space)
     data = table.to_dict()
     data["calibration"] = {"a": 1.0, "b": 0.1, "c": -0.6}  # the 0.5-ratio block would subtract time
@@ -534,8 +551,10 @@ def test_header_fields_that_are_not_text_are_refused(tmp_path):
 
 def test_table_clock_refuses_another_host_runtime_or_provider(tmp_path):
     path = fake_table(tmp_path, load_space("cifar-small"))
-    for field, value, why in (("host", "Other CPU (64 cores)", "measured on 'Other CPU (64 cores)', this machine is"),
-                              ("onnxruntime", "1.0.0", "measured with ONNX Runtime 1.0.0, this machine has"),
+    for field, value, why in (("host", "Other CPU (64 cores)", "this host is not the device the table was measured "
+                                                               "on: host 'Other CPU (64 cores)' (here "),
+                              ("onnxruntime", "1.0.0", "this host is not the device the table was measured on: "
+                                                       "onnxruntime '1.0.0' (here "),
                               ("provider", "CoreMLExecutionProvider",
                                "measured with 'CoreMLExecutionProvider', which this ONNX Runtime build lacks")):
         table = read_table(path)
@@ -543,3 +562,126 @@ def test_table_clock_refuses_another_host_runtime_or_provider(tmp_path):
         with pytest.raises(TableError, match=re.escape(f"{path}: {why}")):
             with table_clock(table):
                 pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Trusting a table on this host: fingerprints, the noise floor, verify-or-transfer (real timings
+# of the tiny space, nothing mocked).
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_table_records_this_hosts_full_fingerprint(tiny_table):
+    path, space, _, _ = tiny_table
+    header = read_table(path, space.hash).header
+    here = fingerprint("CPUExecutionProvider")
+    assert {f: header[f] for f in here} == here
+    assert set(here) >= {"host", "cpu_vendor", "cpu_id", "isa", "onnxruntime", "provider"}
+
+
+@pytest.mark.parametrize("field, value", [("isa", "avx,avx2,avx512f,avx512_vnni"), ("cpu_id", "family 25 model 17"),
+                                          ("host", "AMD EPYC (2 cores) elsewhere"), ("onnxruntime", "1.0.0")])
+def test_another_fingerprint_is_never_reused_blindly(tiny_table, field, value):
+    from bignas.latency.clock import device_differences
+
+    path, space, _, _ = tiny_table
+    table = read_table(path, space.hash)
+    table.header[field] = value
+    assert device_differences(table) == [f"{field} {value!r} (here {fingerprint('CPUExecutionProvider')[field]!r})"]
+    with pytest.raises(TableError, match=f"this host is not the device.*{field} {re.escape(repr(value))}"):
+        with table_clock(table):
+            pass
+
+
+def test_a_schema_2_table_matches_no_host(tmp_path):
+    path = fake_table(tmp_path, load_space("cifar-small"))
+    data = json.loads(path.read_text())
+    data["header"]["schema"] = 2
+    for f in ("cpu_vendor", "cpu_id", "isa"):
+        del data["header"][f]
+    path.write_text(json.dumps(data))
+    from bignas.latency.clock import device_differences
+
+    table = read_table(path)
+    assert table.header["schema"] == 3 and table.header["isa"] == "unrecorded"
+    assert any(d.startswith("isa 'unrecorded'") for d in device_differences(table))
+
+
+def test_a_failed_quick_check_transfers_keeping_blocks_and_replacing_the_calibration(tiny_table, tmp_path, capsys):
+    from bignas.latency.profiling import verify_or_transfer
+
+    path, space, space_file, _ = tiny_table
+    wrong = read_table(path, space.hash)
+    wrong.calibration = dict(wrong.calibration, a=3 * wrong.calibration["a"], c=3 * wrong.calibration["c"],
+                             b=3 * wrong.calibration["b"])  # predicts 3x the time
+    write_table(tmp_path / "wrong.json", wrong)
+    assert main(["latency-check", "--table", str(tmp_path / "wrong.json"), "--space", str(space_file),
+                 "--quick", "--quiet"]) == 1
+    quick = json.loads(capsys.readouterr().out)
+    # (the tiny space has few children the table was not calibrated on: all of them, at most 10)
+    assert quick["verified"] is False and 1 <= quick["n"] <= 10 and quick["repeat_n"] == quick["n"] and "rule" in quick
+    assert not (tmp_path / "wrong.check.json").exists()  # --quick writes nothing
+
+    moved, how, why = verify_or_transfer(wrong, space, tmp_path / "moved.json", children=5)
+    assert how == "transferred" and "quick check failed" in why
+    again = read_table(tmp_path / "moved.json", space.hash)
+    assert again.entries == wrong.entries  # the blocks are kept
+    assert again.calibration != wrong.calibration and again.calibration["children"] == 5
+    assert predict(again, space, space.max()) < predict(wrong, space, space.max()) / 2
+    assert not (tmp_path / ".moved.work").exists()
+
+
+
+def test_profile_transfer_on_the_command_line(tiny_table, tmp_path, capsys):
+    path, space, space_file, _ = tiny_table
+    elsewhere = read_table(path, space.hash)
+    elsewhere.header["isa"] = "avx,avx2,avx512f,avx512_vnni"  # measured on another CPU
+    write_table(tmp_path / "elsewhere.json", elsewhere)
+    path = tmp_path / "elsewhere.json"
+    out = tmp_path / "here.json"
+    assert main(["profile", "--transfer", str(path), "--space", str(space_file), "--quiet"]) == 2
+    assert "--transfer" in capsys.readouterr().err and not out.exists()
+    assert main(["profile", "--transfer", str(path), "--profile", "cpu-1t", "--out", str(out), "--quiet"]) == 2
+    assert "takes no --profile" in capsys.readouterr().err and not out.exists()
+    assert main(["profile", "--transfer", str(path), "--space", str(space_file), "--out", str(out),
+                 "--children", "5", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calibration"]["children"] == 5
+    moved = read_table(out, space.hash)
+    assert moved.entries == elsewhere.entries and len(moved.children) == 5
+    here = fingerprint("CPUExecutionProvider")
+    assert {f: moved.header[f] for f in here} == here
+    assert moved.header["transferred_from"][-1]["isa"] == "avx,avx2,avx512f,avx512_vnni"
+    assert not (tmp_path / ".here.work").exists()
+
+
+def test_the_noise_floor_comes_from_a_real_second_pass(tiny_table, capsys):
+    path, space, space_file, _ = tiny_table
+    assert main(["latency-check", "--table", str(path), "--space", str(space_file), "--children", "4",
+                 "--repeat", "3", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    checked = json.loads(path.with_suffix(".check.json").read_text())
+    first = np.array([c["measured_ms"] for c in checked["children"][:3]])
+    second = np.array([c["remeasured_ms"] for c in checked["children"][:3]])
+    assert "remeasured_ms" not in checked["children"][3]
+    assert not np.array_equal(first, second)  # timed again, not copied
+    change = np.abs(second / first - 1)
+    assert result["repeat_n"] == 3
+    assert result["repeat_within_10pct"] == round(float(np.mean(change <= 0.10)), 4)
+    assert result["noise_floor_pct"] == round(float(100 * np.percentile(change, 90)), 3)
+    assert isinstance(result["warnings"], list) and result["device_differences"] == []
+
+
+def test_the_calibration_is_chosen_by_cross_validation_and_stores_its_error(tmp_path):
+    # Whole children timed exactly as the blocks' sum plus a weight term: the fit must find the
+    # weight term, and the cross-validated error it stores must be that model's (near zero).
+    from bignas.latency.fit import MODELS
+
+    space, table, kids = timed_as(tmp_path, 3, 14, lambda total, count, one, weight_mb, act_mb:
+                                  0.9 * total + 0.1 * count + 2 * one + 0.3 * weight_mb)
+    k = calibrate(table, space).calibration
+    assert k["model"] == "blocks+weights" and k["w"] == pytest.approx(0.3) and k["a"] == pytest.approx(0.9)
+    assert k["cv_mae_pct"] < 1e-6 and set(k["candidates_cv_mae_pct"]) <= set(MODELS)
+    assert k["candidates_cv_mae_pct"]["blocks"] > 0.01  # without the weight term it cannot fit
+    again = read_table(write(tmp_path / "fitted.json", json.dumps(table.to_dict())), space.hash)
+    child = kids[0]
+    assert predict(again, space, child) == pytest.approx(again.reference_ms * table.children[0]["ratio"])

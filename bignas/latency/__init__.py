@@ -2,3 +2,7 @@
 
 Kept free of imports so that `python -m bignas.latency.device` runs where torch is not installed.
 """
+
+# `bignas latency-check` (see `check`), here so that the CLI's help can say them without torch.
+QUICK_CHILDREN = 10  # `--quick`: about a minute on a small space
+REPEAT_CHILDREN = 20  # re-timed in the second pass of a full check: the noise floor

@@ -22,13 +22,15 @@ from bignas.latency.profiles import DeviceProfile
 from bignas.space import Child, SearchSpace
 
 def write_bundle(profile: DeviceProfile, space: SearchSpace, directory: Path, children: list[Child],
-                 progress: ProgressFn | None = None) -> Path:
-    """Export every block key of `space`, the reference and `children` into `directory`; return the manifest.
+                 progress: ProgressFn | None = None, blocks: bool = True) -> Path:
+    """Export every block key of `space` (none with `blocks=False`: a transfer keeps a table's
+    blocks and re-times only whole children), the reference and `children` into `directory`;
+    return the manifest.
 
     Files already there are kept (they were written atomically), so a killed run resumes."""
     directory = Path(directory)
     cache = directory / "shared"
-    keys = list(space_keys(space).values())
+    keys = list(space_keys(space).values()) if blocks else []
     blocks = [{"key": str(k), "file": f"blocks/{digest(str(k))}.onnx"} for k in keys]
     wholes = [{"arch": c.to_dict(space), "file": f"children/{c.hash}.onnx"} for c in children]
     total = len(keys) + len(children)

@@ -140,6 +140,25 @@ class Timing:
     reference_ms: float  # raw median of the reference during this measurement
 
 
+def interleaved(runs: list[tuple[object, dict[str, np.ndarray]]], repeats: int, warmup: int = 0) -> np.ndarray:
+    """(repeats, len(runs)) seconds: each repeat times every (session, feed) of `runs` once, in
+    turn, so that they share whatever the host does meanwhile. Each timed run follows one untimed
+    run of the same model: otherwise a model runs in caches the previous one just filled, slower
+    the larger that one was, and every comparison is biased by size."""
+    for _ in range(warmup):
+        for session, feed in runs:
+            session.run(None, feed)
+    clock = time.perf_counter
+    samples = np.empty((repeats, len(runs)))
+    for i in range(repeats):
+        for j, (session, feed) in enumerate(runs):
+            session.run(None, feed)
+            t0 = clock()
+            session.run(None, feed)
+            samples[i, j] = clock() - t0
+    return samples
+
+
 class Timer:
     """Times models under one profile, each interleaved with the same reference model."""
 
@@ -151,27 +170,10 @@ class Timer:
 
     def time(self, model: str | Path) -> Timing:
         session = open_session(self.profile, model)
-        feed = random_feed(session, self.profile.batch)
-        ref, ref_feed = self.reference, self.reference_feed
-        for _ in range(self.profile.warmup):
-            ref.run(None, ref_feed)
-            session.run(None, feed)
-        ts, rs = [], []
-        clock = time.perf_counter
-        for _ in range(self.profile.repeats):
-            # One untimed run after each switch: otherwise the reference runs in caches the model
-            # just filled, slower the larger the model, and biases every ratio by model size.
-            ref.run(None, ref_feed)
-            t0 = clock()
-            ref.run(None, ref_feed)
-            t1 = clock()
-            session.run(None, feed)
-            t2 = clock()
-            session.run(None, feed)
-            t3 = clock()
-            rs.append(t1 - t0)
-            ts.append(t3 - t2)
-        self.reference_samples.extend(rs)
+        runs = [(self.reference, self.reference_feed), (session, random_feed(session, self.profile.batch))]
+        samples = interleaved(runs, self.profile.repeats, self.profile.warmup)
+        rs, ts = samples[:, 0], samples[:, 1]
+        self.reference_samples.extend(rs.tolist())
         model_s, ref_s = float(np.median(ts)), float(np.median(rs))
         return Timing(model_s / ref_s, model_s * 1e3, ref_s * 1e3)
 

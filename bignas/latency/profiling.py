@@ -17,7 +17,7 @@ from bignas.latency.fit import calibrate, calibration_children
 from bignas.latency.device import check_out, run_bundle
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import DeviceProfile
-from bignas.latency.table import LatencyTable, check_space, read_table, write_table
+from bignas.latency.table import FINGERPRINT, LatencyTable, check_space, read_table, write_table
 from bignas.space import SearchSpace, load_space
 
 # The user's own tables, relative to the current directory (the shipped ones are package data:
@@ -44,6 +44,50 @@ def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, childr
     write_table(out, table)
     shutil.rmtree(work)
     return table
+
+
+def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children: int = 20,
+                   progress: ProgressFn | None = None) -> LatencyTable:
+    """`table` made true on this host: its block entries kept (ratios to the reference, which
+    travel between hosts far better than milliseconds), `children` whole children and the
+    reference timed here, the calibration re-fitted on them, this host's fingerprint in the header
+    (the table's own is kept as `header.transferred_from`). Minutes, not a full profile."""
+    check_out(out)
+    work = out.parent / f".{out.stem}.work"
+    profile = table.profile
+    reference = work / REFERENCE_FILE
+    if not reference.exists():
+        export_reference(reference, work / "shared")
+    open_session(profile, reference)
+    write_bundle(profile, space, work, calibration_children(space, children), progress, blocks=False)
+    timed = run_bundle(work, work / "table.json", progress)
+    origin = {f: table.header[f] for f in ("profile", *FINGERPRINT, "date", "reference_ms")}
+    header = timed.header | {"transferred_from": table.header.get("transferred_from", []) + [origin]}
+    moved = calibrate(LatencyTable(header, table.entries, timed.children), space)
+    write_table(out, moved)
+    shutil.rmtree(work)
+    return moved
+
+
+def verify_or_transfer(table: LatencyTable, space: SearchSpace, out: Path, progress: ProgressFn | None = None,
+                       children: int = 20) -> tuple[LatencyTable, str, str]:
+    """`table` when this host has its exact fingerprint and it passes `latency-check --quick` here,
+    else `table` transferred here into `out` (re-fitted on `children` whole children). Returns
+    (the table, "verified" or "transferred", why)."""
+    from bignas.latency.check import quick_check
+    from bignas.latency.clock import device_differences
+
+    changed = device_differences(table)
+    if not changed:
+        check = quick_check(table, space, progress=progress)
+        figures = (f"{check['within_10pct']:.0%} of {check['n']} children within 10 %, median error "
+                   f"{check['median_error_pct']:.1f} %, noise floor {check['noise_floor_pct']:.1f} %")
+        if check["verified"]:
+            return table, "verified", f"this host is its device, and the quick check passed here ({figures})"
+        why = f"this host is its device, but the quick check failed here ({figures})"
+    else:
+        why = f"it was measured on another device ({'; '.join(changed)})"
+    return transfer_table(table, space, out, children, progress), "transferred", why
 
 
 def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path, children: int = 30,

@@ -23,12 +23,20 @@ from bignas.latency.profiles import DeviceProfile
 from bignas.schema import name_problem
 
 FORMAT = "bignas-latency-table"
-SCHEMA = 2
-HEADER_FIELDS = ("schema", "profile", "host", "accelerator", "onnxruntime", "provider", "threads", "batch",
-                 "space", "space_hash", "date", "reference_ms", "settings")
-TEXT_FIELDS = ("host", "accelerator", "onnxruntime", "provider", "space_hash", "date")  # besides the two names
+SCHEMA = 3
+UNRECORDED = "unrecorded"  # a fingerprint field an older table did not record
 # What a timing depends on besides the profile: the machine and the ONNX Runtime build that ran it.
-FINGERPRINT = ("host", "accelerator", "onnxruntime", "provider")
+# The CPU's name alone is not enough (two hosts called "AMD EPYC (2 cores)" can be different
+# generations): its vendor, family / model / stepping and the instruction sets that change which
+# kernels ONNX Runtime picks are recorded too.
+FINGERPRINT = ("host", "cpu_vendor", "cpu_id", "isa", "accelerator", "onnxruntime", "provider")
+HEADER_FIELDS = ("schema", "profile", *FINGERPRINT, "threads", "batch", "space", "space_hash", "date",
+                 "reference_ms", "settings")
+TEXT_FIELDS = (*FINGERPRINT, "space_hash", "date")  # besides the two names
+# x86 (AVX2, AVX-512 and its VNNI / BF16, AVX-VNNI, AMX) and Arm (dot product, int8 and bf16
+# matrix, SVE) extensions that select different ONNX Runtime kernels, fp32 or int8.
+KERNEL_ISA = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 
 class TableError(BignasError):
@@ -71,12 +79,36 @@ def device_description() -> str:
     return f"{name or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+def cpu_identity() -> dict[str, str]:
+    """`cpu_vendor`, `cpu_id` (family / model / stepping, or Arm's implementer / part / revision)
+    and `isa` (the `KERNEL_ISA` extensions this CPU has, comma-separated) from /proc/cpuinfo; where
+    there is none, the platform's processor and machine strings and an empty `isa`."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the end of the first processor's block
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    if "vendor_id" in fields:
+        cpu_id = " ".join(f"{k} {fields.get(k, '?')}" for k in ("cpu family", "model", "stepping"))
+    elif "CPU implementer" in fields:
+        cpu_id = " ".join(f"{k} {fields.get(k, '?')}" for k in ("CPU implementer", "CPU part", "CPU revision"))
+    else:
+        cpu_id = platform.processor() or "unknown"
+    vendor = fields.get("vendor_id") or fields.get("CPU implementer") or platform.machine() or "unknown"
+    return {"cpu_vendor": vendor, "cpu_id": cpu_id, "isa": ",".join(f for f in KERNEL_ISA if f in flags)}
+
+
 def fingerprint(provider: str) -> dict[str, str]:
     """This machine and ONNX Runtime build, timing with `provider`: the `FINGERPRINT` fields."""
     import onnxruntime as ort
 
-    return {"host": device_description(), "accelerator": ort.get_device(), "onnxruntime": ort.__version__,
-            "provider": provider}
+    return {"host": device_description(), **cpu_identity(), "accelerator": ort.get_device(),
+            "onnxruntime": ort.__version__, "provider": provider}
 
 
 def differences(recorded: Any, here: Mapping[str, str], fields: Iterable[str] = FINGERPRINT) -> list[str]:
@@ -128,7 +160,10 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         raise TableError(f"{path}: field 'header' must be an object")
     if header.get("schema") == 1:
         # Schema 1 called the host's CPU description "device" (the device is what the profile names).
-        header = {("host" if k == "device" else k): v for k, v in header.items()} | {"schema": SCHEMA}
+        header = {("host" if k == "device" else k): v for k, v in header.items()} | {"schema": 2}
+    if header.get("schema") == 2:
+        # Schema 2 knew the CPU by name only: it matches no host exactly (verify, then transfer).
+        header = {f: UNRECORDED for f in FINGERPRINT} | header | {"schema": SCHEMA}
     missing = [f for f in HEADER_FIELDS if f not in header]
     if missing:
         raise TableError(f"{path}: missing field 'header.{missing[0]}'")
@@ -155,9 +190,11 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
     calibration = data["calibration"]
     if calibration is not None and not (isinstance(calibration, dict) and all(
             _finite(calibration.get(k)) for k in ("a", "b", "c"))
-            and adds_time_per_block(calibration["a"], calibration["c"], entries)):
-        raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c, "
-                         f"a positive slope a, and a * ratio + c > 0 for every entry (each block adds time)")
+            and all(_finite(calibration.get(k, 0.0)) for k in ("w", "v"))
+            and adds_time_per_block(calibration, entries)):
+        raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c "
+                         f"(and w, v if present), a positive slope a, w and v not negative, and a * ratio + c > 0 "
+                         f"for every entry (each block adds time)")
     table = LatencyTable(header, entries, children, calibration, path)
     if space_hash is not None:
         check_space(table, space_hash)
@@ -172,10 +209,13 @@ def check_space(table: LatencyTable, space_hash: str) -> None:
                          f"'header.space_hash' does not match")
 
 
-def adds_time_per_block(a: float, c: float, entries: Mapping[str, Mapping[str, float]]) -> bool:
-    """Whether the correction `a * ratio + c` of every entry is positive: each block a child runs
-    then adds time, so a child with more or larger blocks is never predicted faster."""
-    return a > 0 and all(a * e["ratio"] + c > 0 for e in entries.values())
+def adds_time_per_block(k: Mapping[str, float], entries: Mapping[str, Mapping[str, float]]) -> bool:
+    """Whether calibration `k` lets every block add time, so that a child with more or larger blocks
+    is never predicted faster: a positive slope `a`, no negative weight or activation term (`w`,
+    `v`), and `a * ratio + c` positive for every entry."""
+    a, c = k["a"], k.get("c", 0.0)
+    return a > 0 and k.get("w", 0.0) >= 0 and k.get("v", 0.0) >= 0 and all(
+        a * e["ratio"] + c > 0 for e in entries.values())
 
 
 def _finite(v: Any) -> bool:
