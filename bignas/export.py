@@ -83,7 +83,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
             raise ExportError(f"{out / 'child.onnx'}: ONNX Runtime differs from PyTorch by {diff:.2e} "
                               f"(> {MAX_ONNX_DIFF:g}); nothing was written")
         measured, reason = (None, "no --table given") if table is None else \
-            measure_on_table_device(table, tmp / "child.onnx")
+            measure_on_table_device(table, tmp / "child.onnx", space)
         card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
                 "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
                 "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
@@ -97,14 +97,14 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     return card
 
 
-def measure_on_table_device(table, model: Path) -> tuple[float | None, str | None]:
+def measure_on_table_device(table, model: Path, space=None) -> tuple[float | None, str | None]:
     """Latency of `model` (ms, on the table's scale) when this host is the table's device; else
     (None, why not)."""
     from bignas.latency.clock import table_clock
     from bignas.latency.table import TableError
 
     try:
-        with table_clock(table) as measure_ms:
+        with table_clock(table, space=space) as measure_ms:
             return round(measure_ms(model), 6), None
     except TableError as e:
         return None, str(e)

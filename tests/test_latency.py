@@ -685,3 +685,14 @@ def test_the_calibration_is_chosen_by_cross_validation_and_stores_its_error(tmp_
     again = read_table(write(tmp_path / "fitted.json", json.dumps(table.to_dict())), space.hash)
     child = kids[0]
     assert predict(again, space, child) == pytest.approx(again.reference_ms * table.children[0]["ratio"])
+
+
+def test_whole_children_are_timed_against_an_anchor_of_their_size(tiny_table):
+    # The largest child is the anchor: timed against itself (another session of the same file) its
+    # ratio is about 1, so in the table's units (the small reference's) about `anchor_ratio`.
+    path, space, _, _ = tiny_table
+    table = read_table(path, space.hash)
+    largest = next(c for c in table.children if space.child_from_dict(c["arch"]).hash == space.max().hash)
+    assert table.header["anchor_ratio"] > 0
+    assert largest["ratio"] / table.header["anchor_ratio"] == pytest.approx(1, abs=0.2)
+    assert all(c["p90_ms"] >= c["ms"] for c in table.children)

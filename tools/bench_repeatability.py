@@ -1,9 +1,9 @@
 """How repeatable is a whole child's measured latency on this host? Estimators compared.
 
-Times the same N fresh children (exported as users deploy them) in two passes, --gap minutes
-apart, under one device profile. Every repeat times, in turn: the fixed small reference block
-that tables are measured against (`bignas.latency.models.REFERENCE`), a large reference (the
-space's largest child) and the child, each after one untimed run (`measure.interleaved`). Each
+Times the same N fresh children (exported as users deploy them) in two passes that start at
+least --gap minutes apart, under one device profile. Every repeat times, in turn: the fixed
+small reference block that tables are measured against (`bignas.latency.models.REFERENCE`), a
+large reference (the space's largest child) and the child, each after one untimed run (`measure.interleaved`). Each
 child is timed in one block of --repeats repeats ("block") and again in --rounds short rounds
 spread over the pass ("spread"). From the same samples every estimator below gives one number
 per child and pass; the script prints, per estimator, the share of children whose second-pass
@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=40, help="fresh random children timed (default 40)")
     parser.add_argument("--repeats", type=int, default=60, help="timed repeats per child and pass (default 60)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds the 'spread' schedule splits them into")
-    parser.add_argument("--gap", type=float, default=3.0, help="minutes between the two passes (default 3)")
+    parser.add_argument("--gap", type=float, default=3.0,
+                        help="least minutes between the starts of the two passes (default 3)")
     parser.add_argument("--seed", type=int, default=2000, help="seed of the children (default 2000)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
@@ -110,12 +111,13 @@ def main() -> None:
 
         reference, large = opened(tmp / "reference.onnx"), opened(tmp / "large.onnx")
         sessions = [opened(tmp / f"child{i}.onnx") for i in range(len(children))]
-        passes, started = [], time.monotonic()
+        passes, starts = [], []
         for p in range(2):
             if p:
-                time.sleep(max(0.0, 60 * args.gap - (time.monotonic() - started)))
-            started = time.monotonic()
+                time.sleep(max(0.0, 60 * args.gap - (time.monotonic() - starts[0])))
+            starts.append(time.monotonic())
             passes.append(one_pass(sessions, reference, large, args.repeats, args.rounds, profile.warmup, progress))
+    gap = (starts[1] - starts[0]) / 60
     rows = []
     for schedule in ("block", "spread"):
         for name, estimate in ESTIMATORS.items():
@@ -125,7 +127,8 @@ def main() -> None:
     print(f"\nmachine: {here['host']} ({here['cpu_vendor']}, {here['cpu_id']}, isa {here['isa']}), "
           f"{platform.machine()}; onnxruntime {here['onnxruntime']}; profile {profile.name} "
           f"({profile.intra_op_threads} intra-op threads); space {space.name}; {len(children)} children; "
-          f"{args.repeats} repeats; passes {args.gap:g} min apart; load average {os.getloadavg()[0]:.2f}")
+          f"{args.repeats} repeats; passes {gap:.1f} min apart (start to start); load average "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"{'schedule':>8} {'estimator':>38} {'within 5%':>10} {'within 10%':>11} {'ratio p10..p50..p90':>22}")
     for r in rows:
         print(f"{r['schedule']:>8} {r['estimator']:>38} {r['within_5pct']:>10.2f} {r['within_10pct']:>11.2f} "

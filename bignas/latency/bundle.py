@@ -46,10 +46,14 @@ def write_bundle(profile: DeviceProfile, space: SearchSpace, directory: Path, ch
             progress("export", len(keys) + i + 1, total)
         if not (directory / whole["file"]).exists():
             export_child(space, child, directory / whole["file"])
+    # The anchor whole children are timed against: the space's largest child, of their size.
+    anchor = f"children/{space.max().hash}.onnx"
+    if not (directory / anchor).exists():
+        export_child(space, space.max(), directory / anchor)
     shutil.rmtree(cache, ignore_errors=True)  # only needed while exporting; the device needs none of it
     manifest = directory / MANIFEST
-    files = [REFERENCE_FILE] + [e["file"] for e in blocks + wholes]
+    files = sorted({REFERENCE_FILE, anchor, *(e["file"] for e in blocks + wholes)})
     write_json(manifest, {"format": BUNDLE_FORMAT, "profile": profile.to_dict(), "space": space.name,
-                          "space_hash": space.hash, "reference": REFERENCE_FILE, "blocks": blocks,
+                          "space_hash": space.hash, "reference": REFERENCE_FILE, "anchor": anchor, "blocks": blocks,
                           "children": wholes, "sizes": {f: (directory / f).stat().st_size for f in files}})
     return manifest

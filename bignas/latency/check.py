@@ -51,7 +51,7 @@ def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: i
     children = fresh_children(space, table, n, seed)
     repeat = min(repeat, len(children))
     predicted, measured = [], []
-    with table_clock(table, strict=False) as measure_ms, tempfile.TemporaryDirectory() as tmp:
+    with table_clock(table, strict=False, space=space) as measure_ms, tempfile.TemporaryDirectory() as tmp:
         for i, child in enumerate(children):
             if progress:
                 progress("check", i + 1, len(children))

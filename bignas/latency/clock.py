@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bignas.latency.measure import Timer
-from bignas.latency.models import export_reference
+from bignas.latency.models import export_child, export_reference
 from bignas.latency.table import LatencyTable, TableError, differences, fingerprint
+from bignas.space import SearchSpace, load_space
 
 
 def device_differences(table: LatencyTable) -> list[str]:
@@ -19,9 +20,11 @@ def device_differences(table: LatencyTable) -> list[str]:
 
 
 @contextlib.contextmanager
-def table_clock(table: LatencyTable, strict: bool = True) -> Iterator[Callable[[Path], float]]:
+def table_clock(table: LatencyTable, strict: bool = True,
+                space: SearchSpace | None = None) -> Iterator[Callable[[Path], float]]:
     """A function timing an ONNX model here as `table`'s profile says, in the table's milliseconds:
-    its median relative to the interleaved reference, times the table's `reference_ms`.
+    its ratio to the interleaved anchor (the space's largest child, `space` or the table's; the
+    small reference for tables without one) times the table's `anchor_ratio` and `reference_ms`.
     `strict`: refuse a host whose fingerprint differs from the table's (CPU, its instruction sets,
     ONNX Runtime version, provider: kernels differ, so do the ratios); else time anyway (to check
     how the table does here). A provider this build lacks is always refused."""
@@ -38,7 +41,12 @@ def table_clock(table: LatencyTable, strict: bool = True) -> Iterator[Callable[[
         raise TableError(f"{table.path}: measured with '{header['provider']}', which this ONNX Runtime build "
                          f"lacks (available: {available})")
     with tempfile.TemporaryDirectory() as tmp:
-        reference = Path(tmp) / "reference.onnx"
-        export_reference(reference, Path(tmp) / "shared")
-        timer = Timer(table.profile, reference)
-        yield lambda model: timer.time(model).ratio * table.reference_ms
+        if "anchor_ratio" in header:  # whole models against the anchor the table's children were timed against
+            space = load_space(header["space"]) if space is None else space
+            anchor, scale = Path(tmp) / "anchor.onnx", header["anchor_ratio"]
+            export_child(space, space.max(), anchor)
+        else:
+            anchor, scale = Path(tmp) / "reference.onnx", 1.0
+            export_reference(anchor, Path(tmp) / "shared")
+        timer = Timer(table.profile, anchor)
+        yield lambda model: timer.time(model).ratio * scale * table.reference_ms

@@ -44,7 +44,7 @@ def read_manifest(bundle: Path) -> dict:
             raise BundleError(f"{path}: missing field '{name}'")
     # Model files are named relative to the bundle and must stay inside it (as ONNX Runtime
     # requires of external data): a manifest never makes the runner open a file elsewhere.
-    files = [("reference", data["reference"])]
+    files = [("reference", data["reference"])] + ([("anchor", data["anchor"])] if "anchor" in data else [])
     for group in ("blocks", "children"):
         if not isinstance(data[group], list) or not all(isinstance(e, dict) and "file" in e for e in data[group]):
             raise BundleError(f"{path}: field '{group}' must be a list of objects with a 'file'")
@@ -64,7 +64,7 @@ def read_manifest(bundle: Path) -> dict:
 
 def check_files(bundle: Path, manifest: dict) -> None:
     """Refuse a bundle one of whose model files is missing or not the size it was written with."""
-    files = [("reference", manifest["reference"])]
+    files = [("reference", manifest["reference"])] + ([("anchor", manifest["anchor"])] if "anchor" in manifest else [])
     files += [(f"{g}[{i}].file", e["file"]) for g in ("blocks", "children") for i, e in enumerate(manifest[g])]
     for field, file in files:
         problem = file_problem(bundle / file, manifest["sizes"].get(file))
@@ -94,7 +94,8 @@ def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
         saved, why = None, str(e).removeprefix(f"{partial}: ")
     else:
         why = "is not a progress file of this runner"
-    if isinstance(saved, dict) and all(_timings(saved.get(group)) for group in ("entries", "children")):
+    if isinstance(saved, dict) and all(_timings(saved.get(group)) for group in ("entries", "children")) and (
+            "anchor" not in saved or _timings({"anchor": saved["anchor"]})):
         changed = differences(saved.get("machine"), machine)
         if saved.get("bundle") != bundle_id:
             why = "is for another bundle (its manifest differs)"
@@ -126,16 +127,25 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
     partial = out.with_name(out.name + ".partial")
     state = resume(partial, bundle_id, fingerprint(profile.provider))
     timer = Timer(profile, bundle / manifest["reference"])
-    todo = [(b["key"], b["file"], state["entries"]) for b in manifest["blocks"]]
-    todo += [(c["file"], c["file"], state["children"]) for c in manifest["children"]]
+    anchor = manifest.get("anchor")  # bundles written before anchors time children against the reference
+    if anchor is not None and "anchor" not in state:
+        t = timer.time(bundle / anchor)
+        state["anchor"] = {"ratio": t.ratio, "ms": t.ms, "ref_ms": t.reference_ms}
+    # Whole children are timed against the anchor, a model of their own size (blocks against the
+    # small reference, which is theirs), and converted to the reference's units with the anchor's ratio.
+    anchored = Timer(profile, bundle / anchor) if anchor is not None else timer
+    scale = state["anchor"]["ratio"] if anchor is not None else 1.0
+    todo = [(b["key"], b["file"], state["entries"], timer, 1.0) for b in manifest["blocks"]]
+    todo += [(c["file"], c["file"], state["children"], anchored, scale) for c in manifest["children"]]
     unsaved = 0
-    for i, (name, file, results) in enumerate(todo):
+    for i, (name, file, results, clock, factor) in enumerate(todo):
         if progress:
             progress("time", i + 1, len(todo))
         if name in results:
             continue
-        t = timer.time(bundle / file)
-        results[name] = {"ratio": t.ratio, "ms": t.ms, "ref_ms": t.reference_ms}
+        t = clock.time(bundle / file)
+        results[name] = {"ratio": t.ratio * factor, "ms": t.ms, "ref_ms": t.reference_ms if clock is timer
+                         else state["anchor"]["ref_ms"], "p90_ms": t.p90_ms}
         unsaved += 1
         if unsaved >= SAVE_EVERY:
             write_json(partial, state)
@@ -146,6 +156,8 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
     reference_ms = float(np.median([m["ref_ms"] for m in measured]))
     children = [{"arch": c["arch"], **state["children"][c["file"]]} for c in manifest["children"]]
     header = make_header(profile, manifest["space"], manifest["space_hash"], reference_ms)
+    if anchor is not None:
+        header["anchor_ratio"] = state["anchor"]["ratio"]
     table = LatencyTable(header, state["entries"], children)
     write_table(out, table)
     partial.unlink(missing_ok=True)

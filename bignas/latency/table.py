@@ -175,8 +175,9 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
     for key in TEXT_FIELDS:
         if not isinstance(header[key], str):
             raise TableError(f"{path}: field 'header.{key}' must be a string, got {header[key]!r}")
-    if not _positive(header["reference_ms"]):
-        raise TableError(f"{path}: field 'header.reference_ms' must be a positive number")
+    for key in ("reference_ms", "anchor_ratio"):
+        if (key in header or key == "reference_ms") and not _positive(header.get(key)):
+            raise TableError(f"{path}: field 'header.{key}' must be a positive number")
     entries = data["entries"]
     if not isinstance(entries, dict) or not entries:
         raise TableError(f"{path}: field 'entries' must be a non-empty object")
