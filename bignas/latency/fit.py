@@ -57,7 +57,7 @@ def entry_megabytes(entry: Entry) -> tuple[float, float]:
 
 
 def features(table: LatencyTable, space: SearchSpace, child: Child,
-             keys: list[BlockKey] | None = None) -> np.ndarray:
+             keys: list[BlockKey] | None = None) -> tuple[float, float, float, float, float]:
     """The child's values of the `TERMS`: its blocks' summed ratios, their number, 1, and its weight
     and activation megabytes. `keys`: the child's `child_keys`, when the caller has them (one
     child, several tables)."""
@@ -71,7 +71,7 @@ def features(table: LatencyTable, space: SearchSpace, child: Child,
         w, v = entry_megabytes(key.entry)
         weight_mb += w
         activation_mb += v
-    return np.array([total, len(keys), 1.0, weight_mb, activation_mb])
+    return total, float(len(keys)), 1.0, weight_mb, activation_mb
 
 
 def _solve(x: np.ndarray, y: np.ndarray, terms: tuple[str, ...]) -> np.ndarray:
@@ -150,4 +150,6 @@ def predict(table: LatencyTable, space: SearchSpace, child: Child, keys: list[Bl
     if table.calibration is None:
         raise TableError(f"{table.path}: not calibrated yet (run: bignas profile --calibrate {table.path})")
     k = table.calibration
-    return table.reference_ms * float(features(table, space, child, keys) @ [k.get(t, 0.0) for t in TERMS])
+    # Plain floats: called for every candidate a search considers, and numpy's per-call cost for
+    # five numbers is more than the sum itself.
+    return table.reference_ms * sum(f * k.get(t, 0.0) for f, t in zip(features(table, space, child, keys), TERMS))
