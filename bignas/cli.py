@@ -15,7 +15,7 @@ from typing import Callable
 from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.latency import QUICK_CHILDREN, REPEAT_CHILDREN
+from bignas.latency import QUICK_CHILDREN, REPEAT_CHILDREN, STATS
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
 
@@ -74,9 +74,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
         out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
         table = profiling.profile_device(profile, space, out, children, progress)
+    noise = table.header.get("noise")  # the calibration children's second pass (tables timed before it: none)
+    if noise:
+        from bignas.latency.check import caveats
+
+        for warning in caveats({"device_differences": [], **noise}):
+            print(f"bignas profile: warning: {warning}", file=sys.stderr)
     print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
                       "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
-                      "seconds": round(time.monotonic() - start, 1)}))
+                      "noise": noise, "seconds": round(time.monotonic() - start, 1)}))
     return 0
 
 
@@ -145,7 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
                      max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
                      options=args.option or [], budget=args.budget, seed=args.seed, data=args.data,
-                     device=args.device, quiet=args.quiet)
+                     device=args.device, quiet=args.quiet, latency_stat=args.latency_stat)
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
             {"device": r["target"], "top1_val": b["top1_val"], "latency_ms": b["latency_ms"],
@@ -167,7 +173,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bignas.export import export_run_child
 
-    card = export_run_child(args.run, args.arch, args.out, args.table, args.device)
+    card = export_run_child(args.run, args.arch, args.out, args.table, args.device, args.max_latency_ms,
+                            args.latency_stat)
     print(json.dumps(card))
     return 0
 
@@ -205,6 +212,12 @@ def positive(kind: type, limit: float | None = None, zero: bool = False) -> Call
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
 PROFILE_CHILDREN, TRANSFER_CHILDREN = 30, 20  # default calibration children of a profile / a transfer
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
+
+
+def _add_latency_stat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latency-stat", choices=STATS, default="p50",
+                   help="the latency statistic budgets are on: p50, the median of runs (default), or p90, their "
+                        "90th percentile, for a budget most runs must meet (needs a table that recorded p90)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -324,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency table of a device (repeat for several devices)")
     p.add_argument("--max-latency-ms", action="append", type=positive(float), metavar="X",
                    help="latency budget in ms, one per --table, in the same order")
+    _add_latency_stat(p)
     p.add_argument("--max-mflops", type=positive(float), metavar="F", help="budget in millions of multiply-adds")
     p.add_argument("--max-params-m", type=positive(float), metavar="P", help="budget in millions of parameters")
     from bignas.search.strategies import STRATEGIES
@@ -360,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
     p.add_argument("--table", help="latency table of the target device")
+    p.add_argument("--max-latency-ms", type=positive(float), metavar="X",
+                   help="the latency budget the child was searched for (needs --table): the card says whether "
+                        "the predicted and measured latency meet it")
+    _add_latency_stat(p)
     p.add_argument("--out", type=out_path, required=True, help="output directory")
     _add_device(p)
     p.set_defaults(func=cmd_export)

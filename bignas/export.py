@@ -48,16 +48,18 @@ def load_child(path: str | Path) -> nn.Module:
 
 
 def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_path: str | Path | None = None,
-                     device: str = "auto") -> dict:
+                     device: str = "auto", max_latency_ms: float | None = None, latency_stat: str = "p50") -> dict:
     """`bignas export`: extract `arch` from a trained run, recalibrate its BN statistics, write
-    child.pt, child.onnx (checked against PyTorch with ONNX Runtime) and card.json; returns the card."""
+    child.pt, child.onnx (checked against PyTorch with ONNX Runtime) and card.json; returns the card.
+    With `table_path`, the card states the predicted (and, on the table's device, measured) p50 and
+    p90 latency, against `max_latency_ms` on `latency_stat` when given."""
     import onnxruntime
 
     from bignas.cost import child_cost
     from bignas.data import resize_batch
     from bignas.evaluate import top1
     from bignas.io import atomic_dir, check_output_dir, write_json
-    from bignas.latency.fit import predict
+    from bignas.latency.fit import p90_scale, predict
     from bignas.latency.table import read_table
     from bignas.train.distributed import pick_device
     from bignas.train.run_dir import TrainedRun
@@ -68,6 +70,11 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     space, config = trained.space, trained.config
     child = space.load_child(arch)  # refuses an arch of another space, naming the field
     table = read_table(table_path, space.hash) if table_path is not None else None
+    if max_latency_ms is not None and table is None:
+        raise ExportError("--max-latency-ms needs --table: the budget is a latency on that table's device")
+    if table is not None and latency_stat == "p90":
+        p90_scale(table)  # a table that predicts no p90 is refused before any work
+    predicted = {s: predict(table, space, child, stat=s) for s in predictable_stats(table)}
     dataset = trained.dataset()
     top1_val, static = trained.evaluate(child, dataset, "val")
     top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, trained.device)
@@ -87,8 +94,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
         card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
                 "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
                 "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-                "predicted_latency_ms": round(predict(table, space, child), 6) if table is not None else None,
-                "measured_latency_ms": measured, "measured_latency_note": reason,
+                **latency_fields(predicted, measured, reason, max_latency_ms, latency_stat),
                 "profile": table.header["profile"] if table is not None else None,
                 "table": str(table_path) if table_path is not None else None,
                 "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
@@ -97,14 +103,37 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     return card
 
 
-def measure_on_table_device(table, model: Path, space=None) -> tuple[float | None, str | None]:
-    """Latency of `model` (ms, on the table's scale) when this host is the table's device; else
-    (None, why not)."""
+def predictable_stats(table) -> tuple[str, ...]:
+    """The latency statistics `table` predicts: none without a table, p50 always, p90 when recorded."""
+    if table is None:
+        return ()
+    return ("p50", "p90") if "p90_over_p50" in (table.calibration or {}) else ("p50",)
+
+
+def latency_fields(predicted: dict[str, float], measured: dict[str, float] | None, reason: str | None,
+                   budget: float | None, stat: str) -> dict:
+    """The card's latency: predicted and measured p50 (`*_latency_ms`) and p90 (`*_latency_p90_ms`),
+    and the budget on `stat` with whether each meets it (None where there is no figure to judge)."""
+    def meets(figures):
+        return None if budget is None or not figures or stat not in figures else figures[stat] <= budget
+
+    rounded = {s: round(v, 6) for s, v in predicted.items()}
+    return {"predicted_latency_ms": rounded.get("p50"), "predicted_latency_p90_ms": rounded.get("p90"),
+            "measured_latency_ms": measured["p50"] if measured else None,
+            "measured_latency_p90_ms": measured["p90"] if measured else None, "measured_latency_note": reason,
+            "latency_budget": {"max_ms": budget, "stat": stat, "predicted_meets": meets(rounded),
+                               "measured_meets": meets(measured)}}
+
+
+def measure_on_table_device(table, model: Path, space=None) -> tuple[dict[str, float] | None, str | None]:
+    """Latency of `model` ({"p50", "p90"} ms, on the table's scale) when this host is the table's
+    device; else (None, why not)."""
     from bignas.latency.clock import table_clock
     from bignas.latency.table import TableError
 
     try:
-        with table_clock(table, space=space) as measure_ms:
-            return round(measure_ms(model), 6), None
+        with table_clock(table, space=space) as measure:
+            t = measure(model)
+            return {"p50": round(t.p50_ms, 6), "p90": round(t.p90_ms, 6)}, None
     except TableError as e:
         return None, str(e)

@@ -43,7 +43,8 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
     say("4/4 exporting the best child")
     from bignas.export import export_run_child
 
-    card = export_run_child(run, out / "search" / "best.json", out / "export", table_path)
+    card = export_run_child(run, out / "search" / "best.json", out / "export", table_path,
+                            max_latency_ms=budget_ms)
     summary = {"out": str(out), "table": str(table_path), "table_was": how, "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
                "seconds": round(time.monotonic() - start, 1)}
     _print_summary(card, budget_ms, summary, quiet)
@@ -94,9 +95,9 @@ def _print_summary(card: dict, budget_ms: float, summary: dict, quiet: bool) -> 
     rows = [("val top-1", f"{card['top1_val']:.4f}"), ("test top-1", f"{card['top1_test']:.4f}"),
             ("resolution", card["arch"]["resolution"]), ("MFLOPs", f"{card['mflops']:.2f}"),
             ("params (M)", f"{card['params_m']:.4f}"), ("latency budget (ms)", f"{budget_ms:.3f}"),
-            ("predicted latency (ms)", f"{card['predicted_latency_ms']:.3f}"),
-            ("measured latency (ms)", card["measured_latency_ms"] if card["measured_latency_ms"] is not None
-             else f"n/a ({card['measured_latency_note']})"),
+            ("predicted latency p50 / p90 (ms)", _pair(card["predicted_latency_ms"], card["predicted_latency_p90_ms"])),
+            ("measured latency p50 / p90 (ms)", _pair(card["measured_latency_ms"], card["measured_latency_p90_ms"])
+             if card["measured_latency_ms"] is not None else f"n/a ({card['measured_latency_note']})"),
             ("ONNX max abs diff", f"{card['onnx_max_abs_diff']:.1e}")]
     if not quiet:
         print("\nbest child under the budget, exported to", Path(summary["card"]).parent)
@@ -105,3 +106,7 @@ def _print_summary(card: dict, budget_ms: float, summary: dict, quiet: bool) -> 
             print(f"  {k:<{width}}  {v}")
         print()
     print(json.dumps(summary))
+
+
+def _pair(p50: float, p90: float | None) -> str:
+    return f"{p50:.3f} / " + (f"{p90:.3f}" if p90 is not None else "n/a (the table predates p90)")

@@ -18,7 +18,7 @@ import yaml
 
 from bignas.cli import main
 from bignas.latency.fit import features, calibrate, predict
-from bignas.latency.check import kendall, spearman
+from bignas.latency.stats import kendall, spearman
 from bignas.latency.keys import BlockKey, child_keys, space_keys
 from bignas.latency import device
 from bignas.latency.clock import table_clock
@@ -295,6 +295,9 @@ def test_profile_and_check_on_this_machine(tiny, tiny_table, capsys):
     root, space_file, profile_file, bundle = tiny
     out, _, _, summary = tiny_table
     assert summary["table"] == str(out) and summary["calibration"]["children"] == 8
+    # The profile's own noise floor: its calibration children, timed in two passes.
+    assert summary["noise"]["repeat_n"] == 8 and summary["noise"]["noise_floor_pct"] >= 0
+    assert summary["calibration"]["p90_over_p50"] >= 1
     assert not (out.parent / ".tiny.work").exists()
     space = load_space(space_file)
     table = read_table(out, space.hash)
@@ -305,10 +308,14 @@ def test_profile_and_check_on_this_machine(tiny, tiny_table, capsys):
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"n", "within_5pct", "within_10pct", "mae_pct", "median_error_pct", "spearman", "kendall",
                            "worst_pct", "repeat_n", "repeat_within_5pct", "repeat_within_10pct", "noise_floor_pct",
-                           "device_differences", "warnings"}
-    assert result["n"] == 3 and 0 <= result["within_10pct"] <= 1
+                           "p90", "device_differences", "warnings"}
+    assert result["n"] == 3 and 0 <= result["within_10pct"] <= 1 and result["p90"]["n"] == 3
     assert out.with_suffix(".check.png").read_bytes()[:4] == b"\x89PNG"
     checked = json.loads(out.with_suffix(".check.json").read_text())
+    assert all(c["measured_p90_ms"] >= c["measured_ms"] > 0 and c["predicted_p90_ms"] >= c["predicted_ms"]
+               for c in checked["children"])
+    for c in table.children:  # the calibration's ground truth: the mean of the two passes
+        assert c["ratio"] == pytest.approx(sum(c["ratios"]) / 2) and c["p90_over_p50"] >= 1
     calibrated_on = {json.dumps(c["arch"], sort_keys=True) for c in table.children}
     assert not calibrated_on & {json.dumps(c["arch"], sort_keys=True) for c in checked["children"]}
 
@@ -695,4 +702,4 @@ def test_whole_children_are_timed_against_an_anchor_of_their_size(tiny_table):
     largest = next(c for c in table.children if space.child_from_dict(c["arch"]).hash == space.max().hash)
     assert table.header["anchor_ratio"] > 0
     assert largest["ratio"] / table.header["anchor_ratio"] == pytest.approx(1, abs=0.2)
-    assert all(c["p90_ms"] >= c["ms"] for c in table.children)
+    assert all(c["p90_over_p50"] >= 1 for c in table.children)

@@ -47,12 +47,12 @@ def tiny_run(tmp_path_factory):
     return root, run, table, space, mid
 
 
-def fits(doc, space, table, limit, max_mflops=None):
+def fits(doc, space, table, limit, max_mflops=None, stat="p50"):
     t = read_table(table, space.hash)
     for result in doc["devices"]:
         for p in result["evaluated"]:
             child = space.child_from_dict(p["arch"])
-            assert predict(t, space, child) <= limit
+            assert predict(t, space, child, stat=stat) <= limit
             if max_mflops is not None:
                 assert child_cost(space, child).mflops <= max_mflops
 
@@ -92,6 +92,41 @@ def test_random_strategy_and_several_devices(tiny_run):
         assert result["best"]["latency_ms"] <= limit
         for p in result["evaluated"]:
             assert p["latency_ms"] <= limit
+
+
+def test_p90_budgets_are_respected(tiny_run, capsys):
+    root, run, table, space, _ = tiny_run
+    t = read_table(table, space.hash)
+    scale = t.calibration["p90_over_p50"]  # measured on this host: the runs' p90 over their median
+    assert scale >= 1
+    assert predict(t, space, space.max(), stat="p90") == pytest.approx(scale * predict(t, space, space.max()))
+    mid = (predict(t, space, space.min(), stat="p90") + predict(t, space, space.max(), stat="p90")) / 2
+    assert main(["search", "--run", str(run), "--table", str(table), "--max-latency-ms", str(mid),
+                 "--latency-stat", "p90", "--budget", "4", "--out", str(root / "p90"), "--quiet"]) == 0
+    doc = json.loads((root / "p90" / "search.json").read_text())
+    assert doc["constraints"]["devices"][0]["latency_stat"] == "p90" and doc["devices"][0]["latency_stat"] == "p90"
+    fits(doc, space, table, mid, stat="p90")
+    best = doc["devices"][0]["best"]
+    assert best["latency_ms"] == pytest.approx(predict(t, space, space.child_from_dict(best["arch"]), stat="p90"))
+    capsys.readouterr()
+    # The card states p50 and p90, predicted and measured, against the budget on p90.
+    (root / "best.json").write_text(json.dumps(best["arch"]))
+    assert main(["export", "--run", str(run), "--arch", str(root / "best.json"), "--table", str(table),
+                 "--max-latency-ms", str(mid), "--latency-stat", "p90", "--out", str(root / "p90-export")]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["predicted_latency_p90_ms"] == pytest.approx(best["latency_ms"], rel=1e-5)
+    assert card["measured_latency_p90_ms"] >= card["measured_latency_ms"] > 0
+    assert card["latency_budget"] == {"max_ms": mid, "stat": "p90", "predicted_meets": True,
+                                      "measured_meets": card["measured_latency_p90_ms"] <= mid}
+    # A table timed before p90 was recorded predicts p50 only: a p90 budget on it is refused, naming the field.
+    del t.calibration["p90_over_p50"]
+    old = root / "old" / "tiny.json"
+    old.parent.mkdir()
+    write_table(old, t)
+    for command in (["search", "--run", str(run), "--max-latency-ms", str(mid)], ["export", "--arch", str(root / "best.json"), "--run", str(run)]):
+        assert main([*command, "--table", str(old), "--latency-stat", "p90", "--out", str(root / "never")]) == 2
+        assert "calibration.p90_over_p50" in capsys.readouterr().err
+    assert not (root / "never").exists()
 
 
 def test_refusals(tiny_run, capsys):

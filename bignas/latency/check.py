@@ -16,6 +16,7 @@ from bignas.console import ProgressFn
 from bignas.latency.clock import device_differences, table_clock
 from bignas.latency.models import export_child
 from bignas.latency.fit import predict
+from bignas.latency.stats import noise_floor, summary
 from bignas.latency.table import LatencyTable
 from bignas.space import Child, SearchSpace
 
@@ -42,38 +43,44 @@ VERIFY_WITHIN_10PCT, VERIFY_MEDIAN_PCT = 0.9, 5.0
 def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: int = 1000,
                   progress: ProgressFn | None = None, repeat: int = REPEAT_CHILDREN,
                   write: bool = True) -> dict[str, Any]:
-    """Time `n` fresh children as exported for deployment; compare with `predict`. Then time the
-    first `repeat` of them again (a second pass, minutes later) to measure the noise floor: how
-    far this host's own measurements move (`repeat_within_*`, `noise_floor_pct`: the 90th
-    percentile of the re-measurement's difference, in percent). With `write`, TABLE.check.json
-    (every child) and TABLE.check.png (scatter) go beside the table. On a host whose fingerprint
-    differs from the table's, the check runs and says so in `device_differences`."""
+    """Time `n` fresh children as exported for deployment; compare with `predict`, p50 (the top-level
+    figures) and p90 (under "p90", when the table predicts it). Then time the first `repeat` of
+    them again (a second pass, minutes later) to measure the noise floor: how far this host's own
+    measurements move (`repeat_within_*`, `noise_floor_pct`: the 90th percentile of the
+    re-measurement's difference, in percent). With `write`, TABLE.check.json (every child) and
+    TABLE.check.png (scatter) go beside the table. On a host whose fingerprint differs from the
+    table's, the check runs and says so in `device_differences`."""
     children = fresh_children(space, table, n, seed)
     repeat = min(repeat, len(children))
+    stats = ("p50", "p90") if "p90_over_p50" in (table.calibration or {}) else ("p50",)
     predicted, measured = [], []
-    with table_clock(table, strict=False, space=space) as measure_ms, tempfile.TemporaryDirectory() as tmp:
+    with table_clock(table, strict=False, space=space) as measure, tempfile.TemporaryDirectory() as tmp:
         for i, child in enumerate(children):
             if progress:
                 progress("check", i + 1, len(children))
             path = Path(tmp) / f"child{i if i < repeat else 'x'}.onnx"  # the re-timed ones are kept
             export_child(space, child, path)
-            measured.append(measure_ms(path))
-            predicted.append(predict(table, space, child))
+            measured.append(measure(path))
+            predicted.append({s: predict(table, space, child, stat=s) for s in stats})
         again = []
         for i in range(repeat):
             if progress:
                 progress("re-time", i + 1, repeat)
-            again.append(measure_ms(Path(tmp) / f"child{i}.onnx"))
-    result = {**summary(np.array(predicted), np.array(measured)), **noise_floor(measured[:repeat], again),
+            again.append(measure(Path(tmp) / f"child{i}.onnx").p50_ms)
+    p50 = np.array([m.p50_ms for m in measured])
+    result = {**summary(np.array([p["p50"] for p in predicted]), p50), **noise_floor(p50[:repeat], again),
+              "p90": summary(np.array([p["p90"] for p in predicted]), np.array([m.p90_ms for m in measured]))
+              if "p90" in stats else None,
               "device_differences": device_differences(table)}
     result["warnings"] = caveats(result)
     if write:
         base = table.path.with_suffix("")
         write_json(f"{base}.check.json", {**result, "seed": seed, "children": [
-            {"arch": c.to_dict(space), "predicted_ms": p, "measured_ms": m,
+            {"arch": c.to_dict(space), "predicted_ms": p["p50"], "measured_ms": m.p50_ms,
+             **({"predicted_p90_ms": p["p90"]} if "p90" in p else {}), "measured_p90_ms": m.p90_ms,
              **({"remeasured_ms": again[i]} if i < repeat else {})}
             for i, (c, p, m) in enumerate(zip(children, predicted, measured))]})
-        plot(np.array(predicted), np.array(measured), result, Path(f"{base}.check.png"), table)
+        plot(np.array([p["p50"] for p in predicted]), p50, result, Path(f"{base}.check.png"), table)
     return result
 
 
@@ -87,16 +94,6 @@ def quick_check(table: LatencyTable, space: SearchSpace, seed: int = 1000,
     result["verified"] = (not result["device_differences"] and result["within_10pct"] >= VERIFY_WITHIN_10PCT
                           and result["median_error_pct"] <= VERIFY_MEDIAN_PCT)
     return result
-
-
-def noise_floor(first: list[float], second: list[float]) -> dict[str, Any]:
-    """How the same children's second measurement differs from their first."""
-    if not first:
-        return {"repeat_n": 0, "repeat_within_5pct": None, "repeat_within_10pct": None, "noise_floor_pct": None}
-    change = np.abs(np.array(second) / np.array(first) - 1)
-    return {"repeat_n": len(first), "repeat_within_5pct": round(float(np.mean(change <= 0.05)), 4),
-            "repeat_within_10pct": round(float(np.mean(change <= 0.10)), 4),
-            "noise_floor_pct": round(float(100 * np.percentile(change, 90)), 3)}
 
 
 def caveats(result: dict[str, Any]) -> list[str]:
@@ -116,33 +113,6 @@ def caveats(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def summary(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
-    """Fractions within 5% / 10%, mean, median and worst absolute error (percent), rank correlations."""
-    error = np.abs(predicted - measured) / measured
-    return {"n": int(len(measured)), "within_5pct": round(float(np.mean(error <= 0.05)), 4),
-            "within_10pct": round(float(np.mean(error <= 0.10)), 4), "mae_pct": round(float(100 * error.mean()), 3),
-            "median_error_pct": round(float(100 * np.median(error)), 3),
-            "spearman": round(spearman(predicted, measured), 4), "kendall": round(kendall(predicted, measured), 4),
-            "worst_pct": round(float(100 * error.max()), 3)}
-
-
-def ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks from 0, ties sharing their average rank."""
-    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts
-    return (first + (counts - 1) / 2)[inverse]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
-
-
-def kendall(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b over all pairs (n is at most a few hundred)."""
-    sx, sy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
-    return float((sx * sy).sum() / np.sqrt((sx != 0).sum() * (sy != 0).sum()))
-
-
 def plot(predicted: np.ndarray, measured: np.ndarray, result: dict[str, Any], path: Path,
          table: LatencyTable) -> None:
     fig, ax = figure(5, 5)
@@ -151,9 +121,9 @@ def plot(predicted: np.ndarray, measured: np.ndarray, result: dict[str, Any], pa
     ax.plot(line, line, "k-", lw=1, label="predicted = measured")
     ax.fill_between(line, line / 1.1, line * 1.1, color="0.9", label="within 10%")
     ax.scatter(measured, predicted, s=12)
-    ax.set(xlabel="measured (ms)", ylabel="predicted (ms)", xlim=(lo, hi), ylim=(lo, hi),
+    ax.set(xlabel="measured p50 (ms)", ylabel="predicted p50 (ms)", xlim=(lo, hi), ylim=(lo, hi),
            title=f"{table.header['profile']} / {table.header['space']}: within 10% {result['within_10pct']:.2f}, "
-                 f"Spearman {result['spearman']:.3f}\n{floor_text(result)}")
+                 f"Spearman {result['spearman']:.3f}{p90_text(result)}\n{floor_text(result)}")
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
     save_figure(fig, path, dpi=100)
@@ -164,3 +134,7 @@ def floor_text(result: dict[str, Any]) -> str:
         return "not re-measured: no noise floor"
     return (f"re-measured {result['repeat_n']}: {result['repeat_within_5pct']:.2f} within 5%, noise floor "
             f"{result['noise_floor_pct']:.1f}%")
+
+
+def p90_text(result: dict[str, Any]) -> str:
+    return "" if result["p90"] is None else f"; p90 within 10% {result['p90']['within_10pct']:.2f}"

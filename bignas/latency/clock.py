@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,6 +12,14 @@ from bignas.latency.measure import Timer
 from bignas.latency.models import export_child, export_reference
 from bignas.latency.table import LatencyTable, TableError, differences, fingerprint
 from bignas.space import SearchSpace, load_space
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A model timed here, in a table's milliseconds: the median of its runs and their 90th percentile."""
+
+    p50_ms: float
+    p90_ms: float
 
 
 def device_differences(table: LatencyTable) -> list[str]:
@@ -21,10 +30,11 @@ def device_differences(table: LatencyTable) -> list[str]:
 
 @contextlib.contextmanager
 def table_clock(table: LatencyTable, strict: bool = True,
-                space: SearchSpace | None = None) -> Iterator[Callable[[Path], float]]:
-    """A function timing an ONNX model here as `table`'s profile says, in the table's milliseconds:
-    its ratio to the interleaved anchor (the space's largest child, `space` or the table's; the
-    small reference for tables without one) times the table's `anchor_ratio` and `reference_ms`.
+                space: SearchSpace | None = None) -> Iterator[Callable[[Path], Latency]]:
+    """A function timing an ONNX model here as `table`'s profile says, in the table's milliseconds
+    (p50: its ratio to the interleaved anchor (the space's largest child, `space` or the table's; the
+    small reference for tables without one) times the table's `anchor_ratio` and `reference_ms`;
+    p90: p50 times its runs' 90th percentile over their median).
     `strict`: refuse a host whose fingerprint differs from the table's (CPU, its instruction sets,
     ONNX Runtime version, provider: kernels differ, so do the ratios); else time anyway (to check
     how the table does here). A provider this build lacks is always refused."""
@@ -49,4 +59,10 @@ def table_clock(table: LatencyTable, strict: bool = True,
             anchor, scale = Path(tmp) / "reference.onnx", 1.0
             export_reference(anchor, Path(tmp) / "shared")
         timer = Timer(table.profile, anchor)
-        yield lambda model: timer.time(model).ratio * scale * table.reference_ms
+
+        def measure(model: Path) -> Latency:
+            t = timer.time(model)
+            p50 = t.ratio * scale * table.reference_ms
+            return Latency(p50, p50 * t.p90_ms / t.ms)
+
+        yield measure

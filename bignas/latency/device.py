@@ -27,6 +27,7 @@ from bignas.errors import BignasError
 from bignas.io import check_output_dir, digest, read_json, write_json
 from bignas.latency.measure import BundleError, Timer, file_problem
 from bignas.latency.profiles import parse_profile
+from bignas.latency.stats import noise_floor
 from bignas.latency.table import LatencyTable, differences, fingerprint, make_header, write_table
 
 MANIFEST = "manifest.json"
@@ -85,7 +86,7 @@ def check_out(out: Path) -> None:
 def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
     """The progress a killed run left in `partial` when it timed this bundle on this machine;
     otherwise a fresh start, with one line on stderr saying why the partial is not used."""
-    fresh = {"bundle": bundle_id, "machine": machine, "entries": {}, "children": {}}
+    fresh = {"bundle": bundle_id, "machine": machine, "entries": {}, "children": {}, "again": {}}
     if not partial.exists():
         return fresh
     try:
@@ -95,6 +96,7 @@ def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
     else:
         why = "is not a progress file of this runner"
     if isinstance(saved, dict) and all(_timings(saved.get(group)) for group in ("entries", "children")) and (
+            "again" not in saved or _timings(saved["again"])) and (
             "anchor" not in saved or _timings({"anchor": saved["anchor"]})):
         changed = differences(saved.get("machine"), machine)
         if saved.get("bundle") != bundle_id:
@@ -135,8 +137,13 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
     # small reference, which is theirs), and converted to the reference's units with the anchor's ratio.
     anchored = Timer(profile, bundle / anchor) if anchor is not None else timer
     scale = state["anchor"]["ratio"] if anchor is not None else 1.0
+    # Whole children are timed twice, in two passes minutes apart: the second pass is the profile's
+    # noise floor (how far this host's own measurements move), and their mean a steadier ground
+    # truth for the calibration.
+    again = state.setdefault("again", {})
     todo = [(b["key"], b["file"], state["entries"], timer, 1.0) for b in manifest["blocks"]]
-    todo += [(c["file"], c["file"], state["children"], anchored, scale) for c in manifest["children"]]
+    todo += [(c["file"], c["file"], group, anchored, scale) for group in (state["children"], again)
+             for c in manifest["children"]]
     unsaved = 0
     for i, (name, file, results, clock, factor) in enumerate(todo):
         if progress:
@@ -154,14 +161,27 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
         write_json(partial, state)  # so that a kill while the table is written re-times nothing
     measured = list(state["entries"].values()) + list(state["children"].values())
     reference_ms = float(np.median([m["ref_ms"] for m in measured]))
-    children = [{"arch": c["arch"], **state["children"][c["file"]]} for c in manifest["children"]]
+    children = [child_record(c["arch"], state["children"][c["file"]], again[c["file"]]) for c in manifest["children"]]
     header = make_header(profile, manifest["space"], manifest["space_hash"], reference_ms)
     if anchor is not None:
         header["anchor_ratio"] = state["anchor"]["ratio"]
+    header["noise"] = noise_floor([c["ratios"][0] for c in children], [c["ratios"][1] for c in children])
     table = LatencyTable(header, state["entries"], children)
     write_table(out, table)
     partial.unlink(missing_ok=True)
     return table
+
+
+def child_record(arch: dict, first: dict, second: dict) -> dict:
+    """A whole child of the table from its two timings: the mean of both passes' ratios, raw
+    times, and `p90_over_p50`, its runs' 90th percentile over their median (mean of both passes;
+    absent where a partial of an older runner did not record p90)."""
+    record = {"arch": arch, "ratio": (first["ratio"] + second["ratio"]) / 2,
+              "ratios": [first["ratio"], second["ratio"]], "ms": (first["ms"] + second["ms"]) / 2,
+              "ref_ms": first["ref_ms"]}
+    if "p90_ms" in first and "p90_ms" in second:
+        record["p90_over_p50"] = (first["p90_ms"] / first["ms"] + second["p90_ms"] / second["ms"]) / 2
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,6 +131,11 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
     error = np.abs(x @ k - y) / y
     out = {**dict(zip(TERMS, k.tolist())), "model": name, "children": n,
            "fit_mae_pct": float(100 * error.mean()), "fit_worst_pct": float(100 * error.max())}
+    tails = [c["p90_over_p50"] for c in table.children if "p90_over_p50" in c]
+    if len(tails) == n and all(np.isfinite(tails)) and min(tails) >= 1:
+        # The 90th percentile of a whole child's runs is a near-constant multiple of its median
+        # (the same host, the same kind of model), so p90 is predicted as p50 times its median.
+        out["p90_over_p50"] = float(np.median(tails))
     if held_out is not None:
         out |= {"cv_mae_pct": float(100 * held_out.mean()), "cv_worst_pct": float(100 * held_out.max()),
                 "cv_within_5pct": float(np.mean(held_out <= 0.05)), "cv_within_10pct": float(np.mean(held_out <= 0.10)),
@@ -144,12 +149,25 @@ def calibrate(table: LatencyTable, space: SearchSpace) -> LatencyTable:
     return table
 
 
-def predict(table: LatencyTable, space: SearchSpace, child: Child, keys: list[BlockKey] | None = None) -> float:
-    """Predicted latency of `child` in milliseconds: the one code path of search, export and checks.
-    `keys` as for `features`."""
+def p90_scale(table: LatencyTable) -> float:
+    """What p50 is multiplied by for p90 on `table`'s device; TableError for a table timed before
+    bignas recorded p90."""
+    scale = (table.calibration or {}).get("p90_over_p50")
+    if scale is None:
+        raise TableError(f"{table.path}: no 'calibration.p90_over_p50': the table was timed before bignas recorded "
+                         f"p90, so it predicts p50 only; re-time its children here for p90: bignas profile "
+                         f"--transfer {table.path} --out NEW.json")
+    return scale
+
+
+def predict(table: LatencyTable, space: SearchSpace, child: Child, keys: list[BlockKey] | None = None,
+            stat: str = "p50") -> float:
+    """Predicted latency of `child` in milliseconds, its median (`p50`) or 90th percentile (`p90`)
+    over runs: the one code path of search, export and checks. `keys` as for `features`."""
     if table.calibration is None:
         raise TableError(f"{table.path}: not calibrated yet (run: bignas profile --calibrate {table.path})")
     k = table.calibration
     # Plain floats: called for every candidate a search considers, and numpy's per-call cost for
     # five numbers is more than the sum itself.
-    return table.reference_ms * sum(f * k.get(t, 0.0) for f, t in zip(features(table, space, child, keys), TERMS))
+    ms = table.reference_ms * sum(f * k.get(t, 0.0) for f, t in zip(features(table, space, child, keys), TERMS))
+    return ms * p90_scale(table) if stat == "p90" else ms

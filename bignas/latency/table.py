@@ -196,6 +196,10 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c "
                          f"(and w, v if present), a positive slope a, w and v not negative, and a * ratio + c > 0 "
                          f"for every entry (each block adds time)")
+    if calibration is not None and "p90_over_p50" in calibration and not (
+            _finite(calibration["p90_over_p50"]) and calibration["p90_over_p50"] >= 1):
+        raise TableError(f"{path}: field 'calibration.p90_over_p50' must be a number of at least 1 (the 90th "
+                         f"percentile of runs is never below their median), got {calibration['p90_over_p50']!r}")
     table = LatencyTable(header, entries, children, calibration, path)
     if space_hash is not None:
         check_space(table, space_hash)

@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bignas.latency.fit import p90_scale
 from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.evaluator import Evaluator
@@ -21,11 +22,11 @@ from bignas.train.run_dir import TrainedRun
 def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
                max_mflops: float | None = None, max_params_m: float | None = None,
                strategy: str = "coarse-to-fine", options: list[str] | None = None, budget: int = 40, seed: int = 0, data: str | None = None,
-               device: str = "auto", quiet: bool = False) -> dict[str, Any] | None:
+               device: str = "auto", quiet: bool = False, latency_stat: str = "p50") -> dict[str, Any] | None:
     """Search the run's supernet for the best child per table under its budget; write OUT/search.json,
     the Pareto plots and the best children (see `report.write_results`). Returns the search.json
     document (None on ranks other than 0 under torchrun). `options`: the strategy's `key=value`
-    settings (see `strategies.make_settings`)."""
+    settings (see `strategies.make_settings`). `latency_stat`: the budgets are on p50 or p90."""
     if limits and len(limits) != len(tables):
         raise SearchError(f"{len(tables)} latency tables but {len(limits)} latency budgets: give one budget per table")
     if budget < 1:
@@ -39,7 +40,7 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
         trained = TrainedRun.open(run, dist.device)
         data = data or trained.config.data
         dataset = trained.dataset(data)
-        problem = Problem(trained.space, _targets(trained.space, tables, limits), max_mflops, max_params_m)
+        problem = Problem(trained.space, _targets(trained.space, tables, limits, latency_stat), max_mflops, max_params_m)
         searches = 1 if info.multi_target else max(1, len(problem.targets))
         with tqdm(total=budget * searches, unit="child", desc="search", disable=quiet or not dist.is_main,
                   dynamic_ncols=True) as bar:
@@ -57,12 +58,15 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
     return doc
 
 
-def _targets(space: SearchSpace, tables: list[str], limits: list[float]) -> tuple[Target, ...]:
-    """One target per table, named by its profile (made unique by position when two share one)."""
+def _targets(space: SearchSpace, tables: list[str], limits: list[float], stat: str) -> tuple[Target, ...]:
+    """One target per table, named by its profile (made unique by position when two share one);
+    refuses a table that cannot predict `stat`."""
     targets, names = [], set()
     for i, path in enumerate(tables):
         table = read_table(path, space.hash)
+        if stat == "p90":
+            p90_scale(table)
         name = table.header["profile"] if table.header["profile"] not in names else f"{table.header['profile']}-{i}"
         names.add(name)
-        targets.append(Target(name, table, limits[i] if limits else None))
+        targets.append(Target(name, table, limits[i] if limits else None, stat))
     return tuple(targets)

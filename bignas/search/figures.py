@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from bignas.plots import figure, save_figure
 
-X_LABELS = {"latency_ms": "predicted latency on {target} (ms)", "mflops": "MFLOPs (multiply-adds)"}
+X_LABELS = {"latency_ms": "predicted {stat} latency on {target} (ms)", "mflops": "MFLOPs (multiply-adds)"}
 
 
 def plot_result(result: dict[str, Any], path: Path) -> None:
@@ -25,7 +25,7 @@ def plot_result(result: dict[str, Any], path: Path) -> None:
                    label="best within budget")
     if result["budget_x"] is not None:
         ax.axvline(result["budget_x"], ls="--", color="gray", label="budget")
-    ax.set_xlabel(X_LABELS[x].format(target=result["target"]))
+    ax.set_xlabel(x_label(result))
     ax.set_ylabel("val top-1")
     ax.set_title(f"{result['strategy']} search, {len(pts)} children")
     ax.legend(loc="lower right", fontsize=8)
@@ -46,7 +46,7 @@ def plot_compare(docs: Sequence[dict[str, Any]], labels: Sequence[str], path: Pa
                     hv = result["hypervolume"]["normalised"]
                     _front(front_ax, result, f"C{i % 10}", f"{label} (HV {hv:.4f})")
                     _progress(curve_ax, result, f"C{i % 10}", label)
-                    front_ax.set_xlabel(X_LABELS[result["x"]].format(target=target))
+                    front_ax.set_xlabel(x_label(result))
         front_ax.set_ylabel("val top-1")
         front_ax.set_title(f"Pareto fronts, target {target}")
         front_ax.legend(loc="lower right", fontsize=8)
@@ -65,3 +65,8 @@ def _progress(ax: Any, result: dict[str, Any], color: str, label: str) -> None:
     ax.set_xlabel("accuracy evaluations spent")
     ax.set_ylabel("best feasible val top-1 so far")
     ax.legend(loc="lower right", fontsize=8)
+
+
+def x_label(result: dict[str, Any]) -> str:
+    # Results written before budgets had a statistic were on p50.
+    return X_LABELS[result["x"]].format(target=result["target"], stat=result.get("latency_stat") or "p50")

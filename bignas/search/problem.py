@@ -24,11 +24,13 @@ class SearchError(BignasError):
 
 @dataclass(frozen=True)
 class Target:
-    """One device to search for: its latency table and the budget a child must meet on it."""
+    """One device to search for: its latency table and the budget a child must meet on it, on the
+    median of runs (`p50`) or their 90th percentile (`p90`)."""
 
     name: str
     table: LatencyTable
     max_ms: float | None = None
+    stat: str = "p50"
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,14 @@ class Problem:
     _costs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def costs(self, child: Child) -> dict[str, Any]:
-        """{"mflops", "params_m", "latency_ms": {target: predicted ms}} of `child` (memoised)."""
+        """{"mflops", "params_m", "latency_ms": {target: predicted ms, on the target's `stat`}} of
+        `child` (memoised)."""
         key = child.hash
         if key not in self._costs:
             net = plan(self.space, child)  # once for the costs and every table's prediction
             cost, keys = plan_cost(net), plan_keys(net)
             self._costs[key] = {"mflops": cost.mflops, "params_m": cost.params_m,
-                                "latency_ms": {t.name: predict(t.table, self.space, child, keys)
+                                "latency_ms": {t.name: predict(t.table, self.space, child, keys, t.stat)
                                                for t in self.targets}}
         return self._costs[key]
 
@@ -69,7 +72,7 @@ class Problem:
         if self.max_params_m is not None and c["params_m"] > self.max_params_m:
             out.append(f"{c['params_m']:.3f} M params > params budget {self.max_params_m:g} M")
         if target is not None and target.max_ms is not None and c["latency_ms"][target.name] > target.max_ms:
-            out.append(f"{c['latency_ms'][target.name]:.3f} ms on {target.name} > latency budget "
+            out.append(f"{c['latency_ms'][target.name]:.3f} ms {target.stat} on {target.name} > latency budget "
                        f"{target.max_ms:g} ms")
         return out
 
