@@ -52,13 +52,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if args.out is None:
             raise BignasError(f"--transfer {args.transfer} needs --out FILE: the table made true here "
                               f"(the one transferred is left as it is)")
-        if args.profile or args.bundle or args.calibrate:
-            raise BignasError("--transfer keeps the table's own profile and writes a table here: it takes "
-                              "no --profile, --bundle or --calibrate")
+        if args.bundle or args.calibrate:
+            raise BignasError("--transfer writes a table here: it takes no --bundle or --calibrate")
         source = read_table(args.transfer)
         space = load_space(args.space or source.header["space"])
         check_space(source, space.hash)
-        table = profiling.transfer_table(source, space, Path(args.out), children, progress)
+        profile = load_profile(args.profile) if args.profile else None
+        table = profiling.transfer_table(source, space, Path(args.out), children, progress, profile)
     elif args.calibrate:
         table = profiling.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
     elif args.profile is None:
@@ -75,11 +75,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
         table = profiling.profile_device(profile, space, out, children, progress)
     noise = table.header.get("noise")  # the calibration children's second pass (tables timed before it: none)
-    if noise:
-        from bignas.latency.check import caveats
-
-        for warning in caveats({"device_differences": [], **noise}):
-            print(f"bignas profile: warning: {warning}", file=sys.stderr)
+    floor = noise.get("noise_floor_pct") if isinstance(noise, dict) else None
+    if isinstance(floor, (int, float)) and floor > NOISY_PCT:
+        print(f"bignas profile: warning: noise floor {floor:.1f} %: the whole children's second pass differs from "
+              f"the first by more than {NOISY_PCT} % for 1 child in 10, so the calibration is fitted on times "
+              f"that noisy; profile again with nothing else running for a tighter table", file=sys.stderr)
     print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
                       "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
                       "noise": noise, "seconds": round(time.monotonic() - start, 1)}))
@@ -155,6 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
             {"device": r["target"], "top1_val": b["top1_val"], "latency_ms": b["latency_ms"],
+             "latency_stat": r.get("latency_stat"),
              "mflops": round(b["mflops"], 4), "params_m": round(b["params_m"], 6), "arch": b["arch"],
              "hypervolume": round(r["hypervolume"]["normalised"], 6)} if (b := r["best"]) is not None
             else {"device": r["target"], "best": None}
@@ -211,6 +212,7 @@ def positive(kind: type, limit: float | None = None, zero: bool = False) -> Call
 
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
 PROFILE_CHILDREN, TRANSFER_CHILDREN = 30, 20  # default calibration children of a profile / a transfer
+NOISY_PCT = 5  # a profile whose calibration children moved more than this between passes warns
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
 
 
@@ -278,12 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time every distinct block of a search space (every stem, MBConv and "
                                    "head signature over all its resolutions) with ONNX Runtime exactly as "
                                    "the device profile says, interleaved with a fixed reference model; time "
-                                   "a few dozen whole children end to end and fit the calibration; write the "
-                                   "table (default latency_tables/PROFILE/SPACE.json). A killed run resumes "
+                                   "a few dozen whole children end to end in two passes (their mean is the "
+                                   "ground truth, their difference the noise floor, printed as 'noise' with a "
+                                   "warning when high) and fit the calibration (p50, and p90 as a multiple of "
+                                   "it); write the table (default latency_tables/PROFILE/SPACE.json). A killed run resumes "
                                    "where it stopped. For a device without PyTorch: --bundle DIR here, then "
                                    "`python -m bignas.latency.device DIR --out FILE` on the device, then "
                                    "--calibrate FILE here.")
-    p.add_argument("--profile", help="device profile: a shipped name (cpu-1t, cpu-2t, cuda) or a YAML file; required unless --calibrate")
+    p.add_argument("--profile", help="device profile: a shipped name (cpu-1t, cpu-2t, cuda) or a YAML file; "
+                                    "required unless --calibrate or --transfer (there: the table's own by default)")
     p.add_argument("--space", default=None,
                    help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
                         "(default: ofa-mbv3; with --calibrate: the table's)")
@@ -297,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", metavar="TABLE",
                    help="make TABLE (measured on another host, or failing `latency-check --quick` here) true on "
                         "this host in minutes: keep its block entries, time the reference and --children whole "
-                        "children here, re-fit the calibration, write --out (required)")
+                        "children here, re-fit the calibration, write --out (required); with --profile, "
+                        "the children are timed under that profile instead of the table's")
     p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=None,
                    help=f"whole children timed for the calibration: the smallest, the largest and random ones "
                         f"(default: {PROFILE_CHILDREN}; with --transfer: {TRANSFER_CHILDREN})")
@@ -307,9 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("latency-check", help="compare a latency table's predictions with fresh measurements",
                        description="Export N fresh random children (none the table was calibrated on) as "
                                    "they are deployed, time each end to end under the table's profile, and "
-                                   "print one JSON object {n, within_5pct, within_10pct, mae_pct, spearman, "
-                                   "kendall, worst_pct}: within_* are fractions of the children, mae_pct and "
-                                   "worst_pct absolute errors in percent. TABLE.check.png (predicted vs "
+                                   "print one JSON object {n, within_5pct, within_10pct, mae_pct, "
+                                   "median_error_pct, spearman, kendall, worst_pct} of the p50 predictions, "
+                                   "the same under 'p90' (null for a table without p90), and the noise floor of "
+                                   "a second pass {repeat_n, repeat_within_5pct, repeat_within_10pct, "
+                                   "noise_floor_pct}: within_* are fractions of the children, *_pct errors in "
+                                   "percent. TABLE.check.png (predicted vs "
                                    "measured) and TABLE.check.json (every child) go beside the table. Run it "
                                    "on the machine the table describes.")
     p.add_argument("--table", required=True, help="latency table JSON")
@@ -336,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="append", metavar="FILE",
                    help="latency table of a device (repeat for several devices)")
     p.add_argument("--max-latency-ms", action="append", type=positive(float), metavar="X",
-                   help="latency budget in ms, one per --table, in the same order")
+                   help="latency budget in ms on --latency-stat, one per --table, in the same order")
     _add_latency_stat(p)
     p.add_argument("--max-mflops", type=positive(float), metavar="F", help="budget in millions of multiply-adds")
     p.add_argument("--max-params-m", type=positive(float), metavar="P", help="budget in millions of parameters")
@@ -370,13 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Extract a child from a trained run, recalibrate its BN statistics, write "
                                    "child.pt (load with bignas.load_child), child.onnx (checked against PyTorch "
                                    "with ONNX Runtime, max abs diff <= 1e-4) and card.json; with --table, the "
-                                   "predicted latency, and the measured one when this host is the table's device.")
+                                   "predicted p50 and p90 latency, and the measured ones when this host is the "
+                                   "table's device; with --max-latency-ms, whether they meet that budget.")
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
     p.add_argument("--table", help="latency table of the target device")
     p.add_argument("--max-latency-ms", type=positive(float), metavar="X",
-                   help="the latency budget the child was searched for (needs --table): the card says whether "
-                        "the predicted and measured latency meet it")
+                   help="the latency budget the child was searched for, on --latency-stat (needs --table): the "
+                        "card says whether the predicted and measured latency meet it")
     _add_latency_stat(p)
     p.add_argument("--out", type=out_path, required=True, help="output directory")
     _add_device(p)

@@ -59,7 +59,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     from bignas.data import resize_batch
     from bignas.evaluate import top1
     from bignas.io import atomic_dir, check_output_dir, write_json
-    from bignas.latency.fit import p90_scale, predict
+    from bignas.latency.fit import p90_scale, predict, table_stats
     from bignas.latency.table import read_table
     from bignas.train.distributed import pick_device
     from bignas.train.run_dir import TrainedRun
@@ -72,9 +72,11 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     table = read_table(table_path, space.hash) if table_path is not None else None
     if max_latency_ms is not None and table is None:
         raise ExportError("--max-latency-ms needs --table: the budget is a latency on that table's device")
-    if table is not None and latency_stat == "p90":
+    if latency_stat == "p90":
+        if table is None:
+            raise ExportError("--latency-stat p90 needs --table: the statistic is of that table's device")
         p90_scale(table)  # a table that predicts no p90 is refused before any work
-    predicted = {s: predict(table, space, child, stat=s) for s in predictable_stats(table)}
+    predicted = {s: predict(table, space, child, stat=s) for s in table_stats(table)}
     dataset = trained.dataset()
     top1_val, static = trained.evaluate(child, dataset, "val")
     top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, trained.device)
@@ -103,13 +105,6 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     return card
 
 
-def predictable_stats(table) -> tuple[str, ...]:
-    """The latency statistics `table` predicts: none without a table, p50 always, p90 when recorded."""
-    if table is None:
-        return ()
-    return ("p50", "p90") if "p90_over_p50" in (table.calibration or {}) else ("p50",)
-
-
 def latency_fields(predicted: dict[str, float], measured: dict[str, float] | None, reason: str | None,
                    budget: float | None, stat: str) -> dict:
     """The card's latency: predicted and measured p50 (`*_latency_ms`) and p90 (`*_latency_p90_ms`),
@@ -121,7 +116,7 @@ def latency_fields(predicted: dict[str, float], measured: dict[str, float] | Non
     return {"predicted_latency_ms": rounded.get("p50"), "predicted_latency_p90_ms": rounded.get("p90"),
             "measured_latency_ms": measured["p50"] if measured else None,
             "measured_latency_p90_ms": measured["p90"] if measured else None, "measured_latency_note": reason,
-            "latency_budget": {"max_ms": budget, "stat": stat, "predicted_meets": meets(rounded),
+            "latency_budget": {"max_ms": budget, "stat": stat, "predicted_meets": meets(predicted),
                                "measured_meets": meets(measured)}}
 
 

@@ -2,10 +2,10 @@
 ONNX files, plus a manifest. `device.run_bundle` times a bundle with only onnxruntime + numpy;
 `bignas profile` writes one and runs it in place, a device without PyTorch gets it copied over.
 
-Exporting is the slow part (the torch.export-based exporter takes about a second a model), so a
-block is exported once per shape-free signature with dynamic height and width, and the input
-size is then fixed per resolution in the ONNX file: ONNX Runtime sees static shapes, as it does
-in the whole child. Files are written atomically and kept, so an interrupted run resumes.
+Exporting is the slow part (the torch.export-based exporter takes seconds a model; exports run
+in worker processes, `models.export_all`), so a block is exported once per shape-free signature
+with dynamic height and width, and the input size is then fixed per resolution in the ONNX file:
+ONNX Runtime sees static shapes, as it does in the whole child. Files are written atomically and kept, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from bignas.console import ProgressFn
 from bignas.io import digest, write_json
 from bignas.latency.device import BUNDLE_FORMAT, MANIFEST
 from bignas.latency.keys import space_keys
-from bignas.latency.models import REFERENCE_FILE, export_child, export_key, export_reference
+from bignas.latency.models import REFERENCE_FILE, export_all, export_child, export_reference
 from bignas.latency.profiles import DeviceProfile
 from bignas.space import Child, SearchSpace
 
@@ -33,19 +33,10 @@ def write_bundle(profile: DeviceProfile, space: SearchSpace, directory: Path, ch
     keys = list(space_keys(space).values()) if blocks else []
     blocks = [{"key": str(k), "file": f"blocks/{digest(str(k))}.onnx"} for k in keys]
     wholes = [{"arch": c.to_dict(space), "file": f"children/{c.hash}.onnx"} for c in children]
-    total = len(keys) + len(children)
     if not (directory / REFERENCE_FILE).exists():
         export_reference(directory / REFERENCE_FILE, cache)
-    for i, (key, block) in enumerate(zip(keys, blocks)):
-        if progress:
-            progress("export", i + 1, total)
-        if not (directory / block["file"]).exists():
-            export_key(key, directory / block["file"], cache)
-    for i, (child, whole) in enumerate(zip(children, wholes)):
-        if progress:
-            progress("export", len(keys) + i + 1, total)
-        if not (directory / whole["file"]).exists():
-            export_child(space, child, directory / whole["file"])
+    export_all(space, [(k, directory / b["file"]) for k, b in zip(keys, blocks)],
+               [(c, directory / w["file"]) for c, w in zip(children, wholes)], cache, progress)
     # The anchor whole children are timed against: the space's largest child, of their size.
     anchor = f"children/{space.max().hash}.onnx"
     if not (directory / anchor).exists():

@@ -14,8 +14,8 @@ from bignas.latency import QUICK_CHILDREN, REPEAT_CHILDREN
 from bignas.plots import figure, save_figure
 from bignas.console import ProgressFn
 from bignas.latency.clock import device_differences, table_clock
-from bignas.latency.models import export_child
-from bignas.latency.fit import predict
+from bignas.latency.models import export_all
+from bignas.latency.fit import predict, table_stats
 from bignas.latency.stats import noise_floor, summary
 from bignas.latency.table import LatencyTable
 from bignas.space import Child, SearchSpace
@@ -45,28 +45,32 @@ def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: i
                   write: bool = True) -> dict[str, Any]:
     """Time `n` fresh children as exported for deployment; compare with `predict`, p50 (the top-level
     figures) and p90 (under "p90", when the table predicts it). Then time the first `repeat` of
-    them again (a second pass, minutes later) to measure the noise floor: how far this host's own
+    them again (a second pass, after all of the first) to measure the noise floor: how far this host's own
     measurements move (`repeat_within_*`, `noise_floor_pct`: the 90th percentile of the
     re-measurement's difference, in percent). With `write`, TABLE.check.json (every child) and
     TABLE.check.png (scatter) go beside the table. On a host whose fingerprint differs from the
     table's, the check runs and says so in `device_differences`."""
     children = fresh_children(space, table, n, seed)
     repeat = min(repeat, len(children))
-    stats = ("p50", "p90") if "p90_over_p50" in (table.calibration or {}) else ("p50",)
-    predicted, measured = [], []
-    with table_clock(table, strict=False, space=space) as measure, tempfile.TemporaryDirectory() as tmp:
-        for i, child in enumerate(children):
-            if progress:
-                progress("check", i + 1, len(children))
-            path = Path(tmp) / f"child{i if i < repeat else 'x'}.onnx"  # the re-timed ones are kept
-            export_child(space, child, path)
-            measured.append(measure(path))
-            predicted.append({s: predict(table, space, child, stat=s) for s in stats})
-        again = []
-        for i in range(repeat):
-            if progress:
-                progress("re-time", i + 1, repeat)
-            again.append(measure(Path(tmp) / f"child{i}.onnx").p50_ms)
+    stats = table_stats(table)
+    predicted = [{s: predict(table, space, child, stat=s) for s in stats} for child in children]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"child{i}.onnx" for i in range(len(children))]
+        export_all(space, [], list(zip(children, paths)), Path(tmp), progress)
+        # Timed once every file is written, as `profile` times its bundle: a check that exported each
+        # child between timings (torch's memory and threads churning beside ONNX Runtime) saw its
+        # measurements drift by 7 % over 16 minutes (cifar-small, cpu-1t, 2 cores).
+        with table_clock(table, strict=False, space=space) as measure:
+            measured = []
+            for i, path in enumerate(paths):
+                if progress:
+                    progress("time", i + 1, len(paths))
+                measured.append(measure(path))
+            again = []
+            for i in range(repeat):
+                if progress:
+                    progress("re-time", i + 1, repeat)
+                again.append(measure(paths[i]).p50_ms)
     p50 = np.array([m.p50_ms for m in measured])
     result = {**summary(np.array([p["p50"] for p in predicted]), p50), **noise_floor(p50[:repeat], again),
               "p90": summary(np.array([p["p90"] for p in predicted]), np.array([m.p90_ms for m in measured]))

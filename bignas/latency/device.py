@@ -3,7 +3,7 @@
     python -m bignas.latency.device BUNDLE --out FILE
 
 Needs only onnxruntime and numpy (and the bignas source tree, or just this package's torch-free
-modules: console, errors, io, latency.profiles / measure / table). `bignas profile --bundle DIR`
+modules: console, errors, io, schema, latency.profiles / measure / stats / table). `bignas profile --bundle DIR`
 writes the bundle; `bignas profile --calibrate FILE` completes the table this writes. A killed
 run resumes from FILE.partial, which is rewritten atomically every few entries, records the bundle
 and the machine (CPU, ONNX Runtime version and provider) it was measured on, and is resumed only
@@ -114,7 +114,8 @@ def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
 def _timings(results) -> bool:
     return isinstance(results, dict) and all(
         isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) and not isinstance(t.get(k), bool)
-                                    and math.isfinite(t[k]) and t[k] > 0 for k in ("ratio", "ms", "ref_ms"))
+                                    and math.isfinite(t[k]) and t[k] > 0
+                                    for k in ("ratio", "ms", "ref_ms", *(("p90_ms",) if "p90_ms" in t else ())))
         for t in results.values())
 
 
@@ -174,13 +175,14 @@ def run_bundle(bundle: str | Path, out: str | Path, progress=None) -> LatencyTab
 
 def child_record(arch: dict, first: dict, second: dict) -> dict:
     """A whole child of the table from its two timings: the mean of both passes' ratios, raw
-    times, and `p90_over_p50`, its runs' 90th percentile over their median (mean of both passes;
-    absent where a partial of an older runner did not record p90)."""
+    times, and `p90_over_p50`, its runs' 90th percentile over their median (the mean over the
+    passes that recorded p90: a partial of an older runner did not)."""
     record = {"arch": arch, "ratio": (first["ratio"] + second["ratio"]) / 2,
               "ratios": [first["ratio"], second["ratio"]], "ms": (first["ms"] + second["ms"]) / 2,
               "ref_ms": first["ref_ms"]}
-    if "p90_ms" in first and "p90_ms" in second:
-        record["p90_over_p50"] = (first["p90_ms"] / first["ms"] + second["p90_ms"] / second["ms"]) / 2
+    tails = [t["p90_ms"] / t["ms"] for t in (first, second) if "p90_ms" in t]
+    if tails:
+        record["p90_over_p50"] = float(np.mean(tails))
     return record
 
 

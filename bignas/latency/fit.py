@@ -22,6 +22,7 @@ import random
 import numpy as np
 
 from bignas.cost import entry_cost
+from bignas.latency import STATS
 from bignas.latency.keys import BlockKey, child_keys
 from bignas.plan import Entry
 from bignas.latency.table import LatencyTable, TableError, adds_time_per_block
@@ -131,8 +132,8 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
     error = np.abs(x @ k - y) / y
     out = {**dict(zip(TERMS, k.tolist())), "model": name, "children": n,
            "fit_mae_pct": float(100 * error.mean()), "fit_worst_pct": float(100 * error.max())}
-    tails = [c["p90_over_p50"] for c in table.children if "p90_over_p50" in c]
-    if len(tails) == n and all(np.isfinite(tails)) and min(tails) >= 1:
+    tails = [tail(c) for c in table.children]
+    if all(t is not None for t in tails):
         # The 90th percentile of a whole child's runs is a near-constant multiple of its median
         # (the same host, the same kind of model), so p90 is predicted as p50 times its median.
         out["p90_over_p50"] = float(np.median(tails))
@@ -143,10 +144,30 @@ def fit(table: LatencyTable, space: SearchSpace) -> dict[str, float]:
     return out
 
 
+def tail(child: dict) -> float | None:
+    """A timed whole child's p90 over p50: recorded as such, or from the raw times an earlier
+    runner kept; None when it is not there or not a number of at least 1."""
+    value = child.get("p90_over_p50")
+    if value is None and _number(child.get("p90_ms")) and _number(child.get("ms")) and child["ms"] > 0:
+        value = child["p90_ms"] / child["ms"]
+    return float(value) if _number(value) and value >= 1 else None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
 def calibrate(table: LatencyTable, space: SearchSpace) -> LatencyTable:
     """Fit the correction on the table's whole children and store it in the table."""
     table.calibration = fit(table, space)
     return table
+
+
+def table_stats(table: LatencyTable | None) -> tuple[str, ...]:
+    """The latency statistics `table` predicts: none without a table, p50 always, p90 when recorded."""
+    if table is None:
+        return ()
+    return STATS if "p90_over_p50" in (table.calibration or {}) else STATS[:1]
 
 
 def p90_scale(table: LatencyTable) -> float:
@@ -155,8 +176,9 @@ def p90_scale(table: LatencyTable) -> float:
     scale = (table.calibration or {}).get("p90_over_p50")
     if scale is None:
         raise TableError(f"{table.path}: no 'calibration.p90_over_p50': the table was timed before bignas recorded "
-                         f"p90, so it predicts p50 only; re-time its children here for p90: bignas profile "
-                         f"--transfer {table.path} --out NEW.json")
+                         f"p90, so it predicts p50 only. For p90, re-time its whole children on its device: here, "
+                         f"bignas profile --transfer {table.path} --out NEW.json; on a device without PyTorch, "
+                         f"run a new bundle there (bignas profile --bundle) and bignas profile --calibrate")
     return scale
 
 
@@ -164,6 +186,8 @@ def predict(table: LatencyTable, space: SearchSpace, child: Child, keys: list[Bl
             stat: str = "p50") -> float:
     """Predicted latency of `child` in milliseconds, its median (`p50`) or 90th percentile (`p90`)
     over runs: the one code path of search, export and checks. `keys` as for `features`."""
+    if stat not in STATS:
+        raise ValueError(f"latency statistic {stat!r}: one of {STATS}")
     if table.calibration is None:
         raise TableError(f"{table.path}: not calibrated yet (run: bignas profile --calibrate {table.path})")
     k = table.calibration

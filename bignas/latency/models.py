@@ -6,11 +6,16 @@ timed block and the block in the child cannot drift apart.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bignas.console import ProgressFn
 from bignas.io import atomic_path, digest
 from bignas.latency.keys import BlockKey
 from bignas.nn.child import StaticNet
@@ -60,3 +65,56 @@ def export_child(space: SearchSpace, child: Child, path: Path) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         export_onnx(StaticNet(plan(space, child)), child.resolution, path, in_channels=space.in_channels)
+
+
+# Exports are the slow part of profiling and checking (the torch.export-based exporter: 2-7 s a
+# model on one core) and independent of each other, so they run in worker processes, one core
+# each, before anything is timed. A few exports are not worth starting workers (2-4 s each).
+MAX_EXPORT_WORKERS, JOBS_PER_WORKER = 8, 4
+
+
+def export_workers(jobs: int) -> int:
+    """How many processes export `jobs` models here: one per usable core, at most
+    MAX_EXPORT_WORKERS, and none (in this process) for fewer than 2 * JOBS_PER_WORKER jobs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_EXPORT_WORKERS, jobs // JOBS_PER_WORKER))
+
+
+def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: list[tuple[Child, Path]],
+               cache: Path, progress: ProgressFn | None = None, done: int = 0, total: int | None = None,
+               workers: int | None = None) -> None:
+    """Export `keys` (`export_key`, cached in `cache`) and `children` (`export_child`) to their paths,
+    in `workers` processes (default `export_workers`); files already there are kept (they were
+    written atomically: a killed run resumes). Same files as one by one: every export is seeded.
+    `progress` counts from `done` (files already counted) to `total`."""
+    groups: dict[str, list[tuple[BlockKey, Path]]] = defaultdict(list)
+    for key, path in keys:
+        if not path.exists():  # keys sharing a shape-free export go to one job: one writer per cache file
+            groups[key.shape_free].append((key, path))
+    jobs = [(_export_keys, (group, cache), len(group)) for group in groups.values()]
+    jobs += [(export_child, (space, child, path), 1) for child, path in children if not path.exists()]
+    total = done + sum(n for *_, n in jobs) if total is None else total
+    workers = export_workers(len(jobs)) if workers is None else workers
+    if workers <= 1:
+        for function, args, n in jobs:
+            function(*args)
+            done += n
+            if progress:
+                progress("export", done, total)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        futures = {pool.submit(function, *args): n for function, args, n in jobs}
+        for future in as_completed(futures):
+            future.result()  # a worker's error is raised here, with its traceback
+            done += futures[future]
+            if progress:
+                progress("export", done, total)
+    finally:  # on an error or Ctrl-C, what has not started is dropped, not waited for
+        pool.shutdown(cancel_futures=True)
+
+
+def _export_keys(group: list[tuple[BlockKey, Path]], cache: Path) -> None:
+    for key, path in group:
+        export_key(key, path, cache)

@@ -47,14 +47,16 @@ def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, childr
 
 
 def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children: int = 20,
-                   progress: ProgressFn | None = None) -> LatencyTable:
+                   progress: ProgressFn | None = None, profile: DeviceProfile | None = None) -> LatencyTable:
     """`table` made true on this host: its block entries kept (ratios to the reference, which
     travel between hosts far better than milliseconds), `children` whole children and the
     reference timed here, the calibration re-fitted on them, this host's fingerprint in the header
-    (the table's own is kept as `header.transferred_from`). Minutes, not a full profile."""
+    (the table's own is kept as `header.transferred_from`). Minutes, not a full profile.
+    `profile`: time the children under another profile than the table's (other threads or graph
+    optimisations: the blocks keep the ratios of the table's, the calibration absorbs the rest)."""
     check_out(out)
     work = out.parent / f".{out.stem}.work"
-    profile = table.profile
+    profile = table.profile if profile is None else profile
     reference = work / REFERENCE_FILE
     if not reference.exists():
         export_reference(reference, work / "shared")

@@ -29,6 +29,8 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
     settings (see `strategies.make_settings`). `latency_stat`: the budgets are on p50 or p90."""
     if limits and len(limits) != len(tables):
         raise SearchError(f"{len(tables)} latency tables but {len(limits)} latency budgets: give one budget per table")
+    if latency_stat != "p50" and not tables:
+        raise SearchError(f"--latency-stat {latency_stat} needs a --table: the statistic is of a table's device")
     if budget < 1:
         raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
     info = get_strategy(strategy)

@@ -52,6 +52,15 @@ def compare(outs: list[str], figure_path: str | Path, labels: list[str] | None =
     if Path(figure_path).is_dir():
         raise SearchError(f"--out {figure_path} is a folder; name the PNG file to write")
     docs = [read_search(out) for out in outs]
+    stats: dict[str, set] = {}  # results written before budgets had a statistic were on p50
+    for doc in docs:
+        for r in doc["devices"]:
+            stats.setdefault(r["target"], set()).add(r.get("latency_stat") or "p50" if r["x"] == "latency_ms" else None)
+    mixed = sorted(t for t, s in stats.items() if len(s) > 1)
+    if mixed:
+        raise SearchError(f"target {mixed[0]}: the searches' latency budgets are on different statistics "
+                          f"({', '.join(sorted(map(str, stats[mixed[0]])))}); their fronts and hypervolumes do not "
+                          f"compare: compare searches run with the same --latency-stat")
     labels = labels or [f"{doc.get('strategy', '?')} seed {doc.get('seed', '?')}" for doc in docs]
     plot_compare(docs, labels, Path(figure_path))
     return [{"search": label, "target": r["target"], "strategy": r["strategy"],
