@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "measured) and TABLE.check.json (every child) go beside the table. Run it "
                                    "on the machine the table describes.")
     p.add_argument("--table", required=True, help="latency table JSON")
-    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=100, help="random children to time (default: 100)")
+    p.add_argument("--children", type=positive(int, MAX_CHILDREN), default=100,
+                   help="random children to time (default: 100); all are exported to a temporary folder before "
+                        "any is timed (ofa-mbv3: up to 30 MB a child)")
     p.add_argument("--space", default=None, help="search-space YAML, for a table of a space not shipped")
     p.add_argument("--seed", type=int, default=1000, help="seed of the random children (default: 1000)")
     p.add_argument("--repeat", type=positive(int, MAX_CHILDREN, zero=True), default=REPEAT_CHILDREN,

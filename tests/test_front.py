@@ -70,14 +70,18 @@ def test_compare_plots_several_searches_and_refuses_what_it_cannot_read(tmp_path
         compare([str(tmp_path / "nowhere")], tmp_path / "x.png")
     with pytest.raises(SearchError, match="labels"):
         compare([str(tmp_path / "random")], tmp_path / "x.png", labels=["a", "b"])
-    for stat in ("p50", "p90"):  # one target's latency budgets on p50 in one search, on p90 in the other
+    for stat in ("p50", "p90", None):  # one target's latency budgets on p50, on p90, unsaid (written before p90: p50)
         doc = json.loads((tmp_path / "random" / "search.json").read_text())
         result = doc["devices"][0]
         result.update(x="latency_ms", latency_stat=stat, pareto=[p | {"latency_ms": p["mflops"]} for p in result["pareto"]])
-        (tmp_path / stat).mkdir()
-        (tmp_path / stat / "search.json").write_text(json.dumps(doc))
-    with pytest.raises(SearchError, match="different statistics"):
-        compare([str(tmp_path / "p50"), str(tmp_path / "p90")], tmp_path / "x.png")
+        if stat is None:
+            del result["latency_stat"]
+        (tmp_path / str(stat)).mkdir()
+        (tmp_path / str(stat) / "search.json").write_text(json.dumps(doc))
+    for pair in (("p50", "p90"), ("None", "p90")):
+        with pytest.raises(SearchError, match="different statistics"):
+            compare([str(tmp_path / pair[0]), str(tmp_path / pair[1])], tmp_path / "x.png")
+    compare([str(tmp_path / "None"), str(tmp_path / "p50")], tmp_path / "same.png")  # both on p50
     assert not (tmp_path / "x.png").exists()
 
     cli = subprocess.run([sys.executable, "-m", "bignas", "compare", str(tmp_path / "old"), "--out",

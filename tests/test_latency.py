@@ -303,10 +303,13 @@ def test_exports_in_worker_processes_are_the_files_of_one_by_one(tiny, tmp_path)
         assert export_workers(len(by_shape) + len(manifest["children"])) > 1
     pair = next(g for g in by_shape.values() if len(g) == 2)  # two resolutions of one shape-free export
     kids = [(space.child_from_dict(c["arch"]), c["file"]) for c in manifest["children"][:2]]
-    export_all(space, [(keys[b["key"]], tmp_path / b["file"]) for b in pair],
-               [(child, tmp_path / file) for child, file in kids], tmp_path / "shared", workers=1)
+    for workers in (1, 2):
+        out = tmp_path / str(workers)
+        export_all(space, [(keys[b["key"]], out / b["file"]) for b in pair],
+                   [(child, out / file) for child, file in kids], out / "shared", workers=workers)
     for file in [b["file"] for b in pair] + [file for _, file in kids]:
-        assert (tmp_path / file).read_bytes() == (bundle / file).read_bytes(), file
+        assert (tmp_path / "1" / file).read_bytes() == (tmp_path / "2" / file).read_bytes() == \
+            (bundle / file).read_bytes(), file
 
 
 def test_profile_and_check_on_this_machine(tiny, tiny_table, capsys):
@@ -713,7 +716,8 @@ def test_profile_transfer_on_the_command_line(tiny_table, tmp_path, capsys):
     assert {f: moved.header[f] for f in here} == here
     assert moved.header["profile"] == "fast-basic" and moved.header["settings"]["graph_optimization_level"] == "basic"
     assert moved.header["transferred_from"][-1]["isa"] == "avx,avx2,avx512f,avx512_vnni"
-    assert moved.header["transferred_from"][-1]["profile"] == "fast"
+    assert moved.header["transferred_from"][-1]["profile"] == "fast"  # and what the kept blocks were timed under:
+    assert moved.header["transferred_from"][-1]["settings"]["graph_optimization_level"] == "all"
     assert not (tmp_path / ".here.work").exists()
 
 

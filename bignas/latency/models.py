@@ -10,12 +10,14 @@ import multiprocessing
 import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from bignas.console import ProgressFn
+from bignas.errors import BignasError
 from bignas.io import atomic_path, digest
 from bignas.latency.keys import BlockKey
 from bignas.nn.child import StaticNet
@@ -81,19 +83,18 @@ def export_workers(jobs: int) -> int:
 
 
 def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: list[tuple[Child, Path]],
-               cache: Path, progress: ProgressFn | None = None, done: int = 0, total: int | None = None,
-               workers: int | None = None) -> None:
+               cache: Path, progress: ProgressFn | None = None, workers: int | None = None) -> None:
     """Export `keys` (`export_key`, cached in `cache`) and `children` (`export_child`) to their paths,
     in `workers` processes (default `export_workers`); files already there are kept (they were
-    written atomically: a killed run resumes). Same files as one by one: every export is seeded.
-    `progress` counts from `done` (files already counted) to `total`."""
+    written atomically: a killed run resumes). Same files as one by one: every export is seeded."""
     groups: dict[str, list[tuple[BlockKey, Path]]] = defaultdict(list)
     for key, path in keys:
         if not path.exists():  # keys sharing a shape-free export go to one job: one writer per cache file
             groups[key.shape_free].append((key, path))
-    jobs = [(_export_keys, (group, cache), len(group)) for group in groups.values()]
-    jobs += [(export_child, (space, child, path), 1) for child, path in children if not path.exists()]
-    total = done + sum(n for *_, n in jobs) if total is None else total
+    # Whole children first: the longest jobs, so that no worker is left alone with one at the end.
+    jobs = [(export_child, (space, child, path), 1) for child, path in children if not path.exists()]
+    jobs += [(_export_keys, (group, cache), len(group)) for group in groups.values()]
+    done, total = 0, sum(n for *_, n in jobs)
     workers = export_workers(len(jobs)) if workers is None else workers
     if workers <= 1:
         for function, args, n in jobs:
@@ -107,11 +108,16 @@ def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: 
     try:
         futures = {pool.submit(function, *args): n for function, args, n in jobs}
         for future in as_completed(futures):
-            future.result()  # a worker's error is raised here, with its traceback
+            try:
+                future.result()  # a worker's error is raised here, with its traceback
+            except BrokenProcessPool as e:  # a worker killed (out of memory?) or unable to start
+                raise BignasError(f"an export worker process stopped: {e}"
+                                  f"{f' ({e.__cause__})' if e.__cause__ else ''}; {workers} models were being "
+                                  f"exported at once") from e
             done += futures[future]
             if progress:
                 progress("export", done, total)
-    finally:  # on an error or Ctrl-C, what has not started is dropped, not waited for
+    finally:  # on an error or Ctrl-C, queued exports are dropped; the few already handed to workers end first
         pool.shutdown(cancel_futures=True)
 
 

@@ -63,7 +63,9 @@ def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children:
     open_session(profile, reference)
     write_bundle(profile, space, work, calibration_children(space, children), progress, blocks=False)
     timed = run_bundle(work, work / "table.json", progress)
-    origin = {f: table.header[f] for f in ("profile", *FINGERPRINT, "date", "reference_ms")}
+    # what the kept block ratios were measured under: the device and the profile's settings
+    origin = {f: table.header.get(f) for f in ("profile", *FINGERPRINT, "threads", "batch", "settings", "date",
+                                                "reference_ms")}
     header = timed.header | {"transferred_from": table.header.get("transferred_from", []) + [origin]}
     moved = calibrate(LatencyTable(header, table.entries, timed.children), space)
     write_table(out, moved)

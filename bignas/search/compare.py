@@ -55,7 +55,7 @@ def compare(outs: list[str], figure_path: str | Path, labels: list[str] | None =
     stats: dict[str, set] = {}  # results written before budgets had a statistic were on p50
     for doc in docs:
         for r in doc["devices"]:
-            stats.setdefault(r["target"], set()).add(r.get("latency_stat") or "p50" if r["x"] == "latency_ms" else None)
+            stats.setdefault(r["target"], set()).add((r.get("latency_stat") or "p50") if r["x"] == "latency_ms" else None)
     mixed = sorted(t for t, s in stats.items() if len(s) > 1)
     if mixed:
         raise SearchError(f"target {mixed[0]}: the searches' latency budgets are on different statistics "
