@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,8 @@ from bignas.io import check_output_dir, digest, read_json, write_json
 from bignas.latency.measure import BundleError, Timer, file_problem
 from bignas.latency.profiles import parse_profile
 from bignas.latency.stats import noise_floor
-from bignas.latency.table import LatencyTable, differences, fingerprint, make_header, write_table
+from bignas.latency.table import (LatencyTable, differences, fingerprint, make_header, positive_number,
+                                  write_table)
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "bignas-latency-bundle"
@@ -113,8 +113,7 @@ def resume(partial: Path, bundle_id: str, machine: dict[str, str]) -> dict:
 
 def _timings(results) -> bool:
     return isinstance(results, dict) and all(
-        isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) and not isinstance(t.get(k), bool)
-                                    and math.isfinite(t[k]) and t[k] > 0
+        isinstance(t, dict) and all(positive_number(t.get(k))
                                     for k in ("ratio", "ms", "ref_ms", *(("p90_ms",) if "p90_ms" in t else ())))
         for t in results.values())
 

@@ -25,7 +25,7 @@ from bignas.cost import entry_cost
 from bignas.latency import STATS
 from bignas.latency.keys import BlockKey, child_keys
 from bignas.plan import Entry
-from bignas.latency.table import LatencyTable, TableError, adds_time_per_block
+from bignas.latency.table import LatencyTable, TableError, adds_time_per_block, finite_number, positive_number
 from bignas.space import Child, SearchSpace
 
 TERMS = ("a", "c", "b", "w", "v")  # coefficients of: block-ratio sum, block count, 1, weight MB, activation MB
@@ -148,13 +148,9 @@ def tail(child: dict) -> float | None:
     """A timed whole child's p90 over p50: recorded as such, or from the raw times an earlier
     runner kept; None when it is not there or not a number of at least 1."""
     value = child.get("p90_over_p50")
-    if value is None and _number(child.get("p90_ms")) and _number(child.get("ms")) and child["ms"] > 0:
+    if value is None and finite_number(child.get("p90_ms")) and positive_number(child.get("ms")):
         value = child["p90_ms"] / child["ms"]
-    return float(value) if _number(value) and value >= 1 else None
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+    return float(value) if finite_number(value) and value >= 1 else None
 
 
 def calibrate(table: LatencyTable, space: SearchSpace) -> LatencyTable:

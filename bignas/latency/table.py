@@ -176,28 +176,28 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
         if not isinstance(header[key], str):
             raise TableError(f"{path}: field 'header.{key}' must be a string, got {header[key]!r}")
     for key in ("reference_ms", "anchor_ratio"):
-        if (key in header or key == "reference_ms") and not _positive(header.get(key)):
+        if (key in header or key == "reference_ms") and not positive_number(header.get(key)):
             raise TableError(f"{path}: field 'header.{key}' must be a positive number")
     entries = data["entries"]
     if not isinstance(entries, dict) or not entries:
         raise TableError(f"{path}: field 'entries' must be a non-empty object")
     for key, entry in entries.items():
-        if not isinstance(entry, dict) or not _positive(entry.get("ratio")):
+        if not isinstance(entry, dict) or not positive_number(entry.get("ratio")):
             raise TableError(f"{path}: field 'entries[{key}].ratio' must be a positive number")
     children = data["children"]
     if not isinstance(children, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("arch"), dict) and _positive(c.get("ratio")) for c in children):
+            isinstance(c, dict) and isinstance(c.get("arch"), dict) and positive_number(c.get("ratio")) for c in children):
         raise TableError(f"{path}: field 'children' must be a list of {{arch, ratio}} objects")
     calibration = data["calibration"]
     if calibration is not None and not (isinstance(calibration, dict) and all(
-            _finite(calibration.get(k)) for k in ("a", "b", "c"))
-            and all(_finite(calibration.get(k, 0.0)) for k in ("w", "v"))
+            finite_number(calibration.get(k)) for k in ("a", "b", "c"))
+            and all(finite_number(calibration.get(k, 0.0)) for k in ("w", "v"))
             and adds_time_per_block(calibration, entries)):
         raise TableError(f"{path}: field 'calibration' must be null or an object with finite numbers a, b, c "
                          f"(and w, v if present), a positive slope a, w and v not negative, and a * ratio + c > 0 "
                          f"for every entry (each block adds time)")
     if calibration is not None and "p90_over_p50" in calibration and not (
-            _finite(calibration["p90_over_p50"]) and calibration["p90_over_p50"] >= 1):
+            finite_number(calibration["p90_over_p50"]) and calibration["p90_over_p50"] >= 1):
         raise TableError(f"{path}: field 'calibration.p90_over_p50' must be a number of at least 1 (the 90th "
                          f"percentile of runs is never below their median), got {calibration['p90_over_p50']!r}")
     table = LatencyTable(header, entries, children, calibration, path)
@@ -223,9 +223,10 @@ def adds_time_per_block(k: Mapping[str, float], entries: Mapping[str, Mapping[st
         a * e["ratio"] + c > 0 for e in entries.values())
 
 
-def _finite(v: Any) -> bool:
+def finite_number(v: Any) -> bool:
+    """A real number (not a bool), finite: what every timing and coefficient of a table must be."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _positive(v: Any) -> bool:
-    return _finite(v) and v > 0
+def positive_number(v: Any) -> bool:
+    return finite_number(v) and v > 0
