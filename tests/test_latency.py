@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import yaml
 
@@ -134,7 +135,6 @@ def test_profile_onnx_runtime_rejects(tmp_path):
     assert spin.session_config == {"session.intra_op.allow_spinning": "0"}
     open_session(spin, reference)
     cuda = load_profile("cuda")
-    import onnxruntime as ort
     if cuda.provider not in ort.get_available_providers():  # never silently fall back to the CPU
         with pytest.raises(ProfileError, match=r"cuda\.yaml: field 'provider': 'CUDAExecutionProvider' is not available"):
             open_session(cuda, reference)
@@ -292,15 +292,28 @@ def test_device_runner_without_torch_resumes(tiny):
     assert predict(calibrated, space, space.min()) < predict(calibrated, space, space.max())
 
 
+def _graph(path: Path) -> tuple:
+    """What an ONNX file computes, without the names an exporter picks: inputs and outputs with
+    their shapes, each node's op and attributes in order, and the weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    shape = lambda v: (v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+    return ([shape(v) for v in (*model.graph.input, *model.graph.output)],
+            [(n.op_type, str(n.attribute)) for n in model.graph.node],
+            sorted(numpy_helper.to_array(t).tobytes() for t in model.graph.initializer))
+
+
 def test_exports_in_worker_processes_are_the_files_of_one_by_one(tiny, tmp_path):
-    root, space_file, _, bundle = tiny  # the bundle was exported by worker processes
+    root, space_file, _, bundle = tiny  # the bundle was exported by worker processes, blocks side by side
     space, manifest = load_space(space_file), json.loads((bundle / "manifest.json").read_text())
     keys = {str(k): k for k in space_keys(space).values()}
     by_shape = {}
     for b in manifest["blocks"]:
         by_shape.setdefault(keys[b["key"]].shape_free, []).append(b)
-    if len(os.sched_getaffinity(0)) > 1:  # one job per shape-free export, one per child
-        assert export_workers(len(by_shape) + len(manifest["children"])) > 1
+    if len(os.sched_getaffinity(0)) > 1:  # one job per BLOCKS_PER_EXPORT signatures, one per child
+        assert export_workers(1 + len(manifest["children"])) > 1
     pair = next(g for g in by_shape.values() if len(g) == 2)  # two resolutions of one shape-free export
     kids = [(space.child_from_dict(c["arch"]), c["file"]) for c in manifest["children"][:2]]
     for workers in (1, 2):
@@ -308,8 +321,17 @@ def test_exports_in_worker_processes_are_the_files_of_one_by_one(tiny, tmp_path)
         export_all(space, [(keys[b["key"]], out / b["file"]) for b in pair],
                    [(child, out / file) for child, file in kids], out / "shared", workers=workers)
     for file in [b["file"] for b in pair] + [file for _, file in kids]:
-        assert (tmp_path / "1" / file).read_bytes() == (tmp_path / "2" / file).read_bytes() == \
-            (bundle / file).read_bytes(), file
+        assert (tmp_path / "1" / file).read_bytes() == (tmp_path / "2" / file).read_bytes(), file
+    for file in [file for _, file in kids]:
+        assert (tmp_path / "1" / file).read_bytes() == (bundle / file).read_bytes(), file
+    # A block cut out of the side-by-side export computes what the block exported alone computes.
+    for b in pair:
+        alone, cut = tmp_path / "1" / b["file"], bundle / b["file"]
+        assert _graph(cut) == _graph(alone), b["key"]
+        x = np.random.default_rng(0).standard_normal(
+            (1, keys[b["key"]].in_ch, keys[b["key"]].resolution, keys[b["key"]].resolution)).astype(np.float32)
+        run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x})
+        np.testing.assert_array_equal(run(cut)[0], run(alone)[0])
 
 
 def test_profile_and_check_on_this_machine(tiny, tiny_table, capsys):

@@ -4,8 +4,9 @@ ONNX files, plus a manifest. `device.run_bundle` times a bundle with only onnxru
 
 Exporting is the slow part (the torch.export-based exporter takes seconds a model; exports run
 in worker processes, `models.export_all`), so a block is exported once per shape-free signature
-with dynamic height and width, and the input size is then fixed per resolution in the ONNX file:
-ONNX Runtime sees static shapes, as it does in the whole child. Files are written atomically and
+with dynamic height and width (several signatures side by side in one export, each then cut out),
+and the input size is then fixed per resolution in the ONNX file: ONNX Runtime sees static
+shapes, as it does in the whole child. Files are written atomically and
 kept, so an interrupted run resumes.
 """
 
