@@ -259,7 +259,7 @@ def tiny_table(tiny, tmp_path_factory):
     return out, load_space(space_file), space_file, json.loads(printed.getvalue())
 
 
-def test_device_runner_without_torch_resumes(tiny):
+def test_device_runner_without_torch_resumes(tiny, capsys):
     root, space_file, _, bundle = tiny
     manifest = json.loads((bundle / "manifest.json").read_text())
     space = load_space(space_file)
@@ -290,6 +290,18 @@ def test_device_runner_without_torch_resumes(tiny):
     calibrated = read_table(out, space.hash)
     assert set(calibrated.calibration) >= {"a", "b", "c"}
     assert predict(calibrated, space, space.min()) < predict(calibrated, space, space.max())
+
+    # Whole-child times that their blocks explain exactly: no warning; times they do not: a warning.
+    for factors, warned in (((1.0, 1.0), False), ((0.8, 1.3), True)):
+        for i, child in enumerate(calibrated.children):
+            x = features(calibrated, space, space.child_from_dict(child["arch"]))
+            child["ratio"] = (0.9 * x[0] + 0.1 * x[1] + 0.5) * factors[i % 2]
+        write_table(out, calibrated)
+        capsys.readouterr()
+        assert main(["profile", "--calibrate", str(out), "--space", str(space_file), "--quiet"]) == 0
+        # (no cross-validated figure when no model with more time for every block fits)
+        assert (read_table(out, space.hash).calibration.get("cv_within_10pct", 0) < 0.9) == warned
+        assert ("warning: the calibration" in capsys.readouterr().err) == warned
 
 
 def _graph(path: Path) -> tuple:

@@ -30,7 +30,7 @@ def default_table_path(profile: DeviceProfile, space: SearchSpace, root: str | P
     return Path(root) / profile.name / f"{space.name}.json"
 
 
-def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 30,
+def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 20,
                    progress: ProgressFn | None = None) -> LatencyTable:
     """Time every block key of `space` and `children` whole children here; write the calibrated table."""
     check_out(out)  # a folder or a file in the way fails now, not after the timing
@@ -94,7 +94,7 @@ def verify_or_transfer(table: LatencyTable, space: SearchSpace, out: Path, progr
     return transfer_table(table, space, out, children, progress), "transferred", why
 
 
-def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path, children: int = 30,
+def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path, children: int = 20,
                       progress: ProgressFn | None = None) -> Path:
     """Write a bundle for `python -m bignas.latency.device` on the target; return its manifest."""
     return write_bundle(profile, space, directory, calibration_children(space, children), progress)
