@@ -15,7 +15,7 @@ from typing import Callable
 from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.latency import QUICK_CHILDREN, REPEAT_CHILDREN, STATS
+from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, STATS, TRANSFER_CHILDREN
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
 
@@ -74,21 +74,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
         out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
         table = profiling.profile_device(profile, space, out, children, progress)
-    noise = table.header.get("noise")  # the calibration children's second pass (tables timed before it: none)
-    floor = noise.get("noise_floor_pct") if isinstance(noise, dict) else None
-    if isinstance(floor, (int, float)) and floor > NOISY_PCT:
-        print(f"bignas profile: warning: noise floor {floor:.1f} %: the whole children's second pass differs from "
-              f"the first by more than {NOISY_PCT} % for 1 child in 10, so the calibration is fitted on times "
-              f"that noisy; profile again with nothing else running for a tighter table", file=sys.stderr)
-    fit = (table.calibration or {}).get("cv_within_10pct")
-    if table.calibration and not (isinstance(fit, (int, float)) and fit >= FIT_WITHIN_10):
-        told = (f"predicts only {fit:.0%} of its own children within 10 % (leave-one-out)" if fit is not None else
-                "could not be cross-validated (too few children, or times their blocks do not explain)")
-        print(f"bignas profile: warning: the calibration {told}; time more children (--children "
-              f"{2 * len(table.children)}) with nothing else running", file=sys.stderr)
+    more = 2 * len(table.children)
+    for warning in profiling.table_warnings(table, f"a bundle with --children {more}, timed on the device"
+                                            if args.calibrate else f"--children {more}"):
+        print(f"bignas profile: warning: {warning}", file=sys.stderr)
     print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
                       "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
-                      "noise": noise, "seconds": round(time.monotonic() - start, 1)}))
+                      "noise": table.header.get("noise"), "seconds": round(time.monotonic() - start, 1)}))
     return 0
 
 
@@ -217,12 +209,6 @@ def positive(kind: type, limit: float | None = None, zero: bool = False) -> Call
 
 
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
-# Default calibration children of a profile / a transfer: refitting shipped tables on random 20 of
-# their 30 children predicted 100 fresh ones as well (cpu-1t: all within 10 %); 20 save a third of the
-# children's exports and timing.
-PROFILE_CHILDREN, TRANSFER_CHILDREN = 20, 20
-FIT_WITHIN_10 = 0.9  # a calibration whose cross-validation puts fewer children within 10 % warns
-NOISY_PCT = 5  # a profile whose calibration children moved more than this between passes warns
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from bignas.latency.fit import predict
 from bignas.latency.device import Progress
 from bignas.latency.clock import device_differences
-from bignas.latency.profiling import profile_device, verify_or_transfer
+from bignas.latency.profiling import profile_device, table_warnings, verify_or_transfer
 from bignas.latency.profiles import load_profile
 from bignas.latency.table import LatencyTable, TableError, read_table
 from bignas.space import SearchSpace, load_space
@@ -77,10 +77,15 @@ def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, Laten
     try:
         shipped = read_table(f"{PROFILE}/{space.name}", space.hash)
     except TableError as e:
-        say(f"    no usable shipped table ({e}): profiling this host (about 10 minutes)")
-        return mine, profile_device(load_profile(PROFILE), space, mine, progress=progress), "profiled"
-    table, how, why = verify_or_transfer(shipped, space, mine, progress)
-    say(f"    {how} the shipped {PROFILE} table: {why}")
+        say(f"    no usable shipped table ({e}): profiling this host (a few minutes)")
+        table, how = profile_device(load_profile(PROFILE), space, mine, progress=progress), "profiled"
+    else:
+        table, how, why = verify_or_transfer(shipped, space, mine, progress)
+        say(f"    {how} the shipped {PROFILE} table: {why}")
+    if how != "verified":
+        for warning in table_warnings(table, f"bignas profile --profile {PROFILE} --space {space.name} "
+                                             f"--children {2 * len(table.children)}"):
+            say(f"    warning: {warning}")
     return Path(table.path), table, how
 
 

@@ -66,26 +66,32 @@ def export_key(key: BlockKey, path: Path, cache: Path) -> None:
 def export_shared(keys: list[BlockKey], cache: Path) -> None:
     """The dynamic-size exports of `keys` (distinct shape-free signatures) into `cache`, in one export:
     the exporter's fixed costs are paid once (16 blocks: about half the time of 16 exports), and
-    each block's graph is then cut out of the whole, the same nodes as a block exported alone."""
+    each block's graph is then cut out of the whole. A cut block has the nodes, weights, input,
+    output and producer of the block exported alone; only the names of its nodes and weights
+    differ, and depend on the blocks it was exported beside."""
     import onnx
     from onnx.utils import Extractor
 
-    modules = []
-    with torch.random.fork_rng():
+    if len({key.shape_free for key in keys}) != len(keys):
+        raise ValueError(f"export_shared: signatures exported twice in {[key.shape_free for key in keys]}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=cache) as tmp:  # the caller's RNG is kept
+        modules = []
         for key in keys:
             torch.manual_seed(0)  # each block's weights as if it were exported alone
             modules.append(build_module(key))
-    if len(keys) == 1:
-        export_onnx(modules[0], keys[0].resolution, shared_path(keys[0], cache), keys[0].in_ch, dynamic_size=True)
-        return
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        whole = Path(tmp) / "side_by_side.onnx"
-        names = export_side_by_side(modules, [(k.in_ch, k.resolution) for k in keys], whole)
-        extractor = Extractor(onnx.load(str(whole)))
+        if len(keys) == 1:
+            export_onnx(modules[0], keys[0].resolution, shared_path(keys[0], cache), keys[0].in_ch, dynamic_size=True)
+            return
+        whole_path = Path(tmp) / "side_by_side.onnx"
+        names = export_side_by_side(modules, [(k.in_ch, k.resolution) for k in keys], whole_path)
+        whole = onnx.load(str(whole_path))
+    extractor = Extractor(whole)
     for i, (key, (images, logits)) in enumerate(zip(keys, names)):
         model = extractor.extract_model([images], [logits])
         _rename(model.graph, {images: "images", logits: "logits"}, {f"batch{i}": "batch", f"size{i}": "size"})
+        model.producer_name, model.producer_version = whole.producer_name, whole.producer_version
+        model.graph.name = whole.graph.name
         with atomic_path(shared_path(key, cache)) as out:
             onnx.save(model, str(out))
 

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from bignas.console import ProgressFn
+from bignas.latency import PROFILE_CHILDREN, TRANSFER_CHILDREN
 from bignas.latency.bundle import write_bundle
 from bignas.latency.models import REFERENCE_FILE, export_reference
 from bignas.latency.fit import calibrate, calibration_children
@@ -30,7 +31,31 @@ def default_table_path(profile: DeviceProfile, space: SearchSpace, root: str | P
     return Path(root) / profile.name / f"{space.name}.json"
 
 
-def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = 20,
+NOISY_PCT = 5  # a table whose calibration children moved more than this between passes warns
+FIT_WITHIN_10 = 0.9  # a calibration whose leave-one-out puts fewer children within 10 % warns
+
+
+def table_warnings(table: LatencyTable, more_children: str) -> list[str]:
+    """What to know before trusting a table just fitted here: its whole children's second pass moved
+    (noise floor), or its calibration does not predict its own children held out. `more_children`:
+    how to time more of them, in the way the table was made."""
+    out = []
+    noise = table.header.get("noise")  # the calibration children's second pass (tables timed before it: none)
+    floor = noise.get("noise_floor_pct") if isinstance(noise, dict) else None
+    if isinstance(floor, (int, float)) and floor > NOISY_PCT:
+        out.append(f"noise floor {floor:.1f} %: the whole children's second pass differs from the first by more "
+                   f"than {NOISY_PCT} % for 1 child in 10, so the calibration is fitted on times that noisy; "
+                   f"time them again with nothing else running for a tighter table")
+    fit = (table.calibration or {}).get("cv_within_10pct")
+    if table.calibration and not (isinstance(fit, (int, float)) and fit >= FIT_WITHIN_10):
+        told = (f"predicts only {fit:.0%} of its own children within 10 % (leave-one-out)"
+                if isinstance(fit, (int, float)) else
+                "could not be cross-validated (too few children, or times their blocks do not explain)")
+        out.append(f"the calibration {told}; time more children ({more_children}) with nothing else running")
+    return out
+
+
+def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, children: int = PROFILE_CHILDREN,
                    progress: ProgressFn | None = None) -> LatencyTable:
     """Time every block key of `space` and `children` whole children here; write the calibrated table."""
     check_out(out)  # a folder or a file in the way fails now, not after the timing
@@ -46,7 +71,7 @@ def profile_device(profile: DeviceProfile, space: SearchSpace, out: Path, childr
     return table
 
 
-def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children: int = 20,
+def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children: int = TRANSFER_CHILDREN,
                    progress: ProgressFn | None = None, profile: DeviceProfile | None = None) -> LatencyTable:
     """`table` made true on this host: its block entries kept (ratios to the reference, which
     travel between hosts far better than milliseconds), `children` whole children and the
@@ -74,7 +99,7 @@ def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children:
 
 
 def verify_or_transfer(table: LatencyTable, space: SearchSpace, out: Path, progress: ProgressFn | None = None,
-                       children: int = 20) -> tuple[LatencyTable, str, str]:
+                       children: int = TRANSFER_CHILDREN) -> tuple[LatencyTable, str, str]:
     """`table` when this host has its exact fingerprint and it passes `latency-check --quick` here,
     else `table` transferred here into `out` (re-fitted on `children` whole children). Returns
     (the table, "verified" or "transferred", why)."""
@@ -94,7 +119,8 @@ def verify_or_transfer(table: LatencyTable, space: SearchSpace, out: Path, progr
     return transfer_table(table, space, out, children, progress), "transferred", why
 
 
-def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path, children: int = 20,
+def bundle_for_device(profile: DeviceProfile, space: SearchSpace, directory: Path,
+                      children: int = PROFILE_CHILDREN,
                       progress: ProgressFn | None = None) -> Path:
     """Write a bundle for `python -m bignas.latency.device` on the target; return its manifest."""
     return write_bundle(profile, space, directory, calibration_children(space, children), progress)
