@@ -9,7 +9,7 @@ it may run beside other work.
 
     python tools/bench_calibration_children.py --table T.json [--table T2.json ...] --sizes 10 15 20 30
 
-The tables shipped before 20 became `profile`'s default had 30 children each (git show
+The tables shipped before 25 became `profile`'s default had 30 children each (git show
 10f0990:bignas/latency_tables/cpu-1t/cifar-small.json, and its .check.json).
 """
 
@@ -24,15 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from bignas.latency.fit import calibrate, predict
+from bignas.latency.stats import summary
 from bignas.latency.table import LatencyTable, read_table
 from bignas.space import load_space
 
 
 def shares(table: LatencyTable, space, check: list[dict]) -> tuple[float, float]:
     """Share of `check` children predicted within 10 % and within 5 % of their measured p50."""
-    errors = np.array([abs(predict(table, space, space.child_from_dict(c["arch"])) / c["measured_ms"] - 1)
-                       for c in check])
-    return float(np.mean(errors <= 0.10)), float(np.mean(errors <= 0.05))
+    result = summary(np.array([predict(table, space, space.child_from_dict(c["arch"])) for c in check]),
+                     np.array([c["measured_ms"] for c in check]))
+    return result["within_10pct"], result["within_5pct"]
 
 
 def main() -> None:

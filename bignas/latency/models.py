@@ -74,8 +74,7 @@ def export_shared(keys: list[BlockKey], cache: Path) -> None:
 
     if len({key.shape_free for key in keys}) != len(keys):
         raise ValueError(f"export_shared: signatures exported twice in {[key.shape_free for key in keys]}")
-    cache.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=cache) as tmp:  # the caller's RNG is kept
+    with torch.random.fork_rng():  # the caller's RNG is kept
         modules = []
         for key in keys:
             torch.manual_seed(0)  # each block's weights as if it were exported alone
@@ -83,9 +82,11 @@ def export_shared(keys: list[BlockKey], cache: Path) -> None:
         if len(keys) == 1:
             export_onnx(modules[0], keys[0].resolution, shared_path(keys[0], cache), keys[0].in_ch, dynamic_size=True)
             return
-        whole_path = Path(tmp) / "side_by_side.onnx"
-        names = export_side_by_side(modules, [(k.in_ch, k.resolution) for k in keys], whole_path)
-        whole = onnx.load(str(whole_path))
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            whole_path = Path(tmp) / "side_by_side.onnx"
+            names = export_side_by_side(modules, [(k.in_ch, k.resolution) for k in keys], whole_path)
+            whole = onnx.load(str(whole_path))
     extractor = Extractor(whole)
     for i, (key, (images, logits)) in enumerate(zip(keys, names)):
         model = extractor.extract_model([images], [logits])
