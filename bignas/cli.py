@@ -16,6 +16,7 @@ from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
 from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, STATS, TRANSFER_CHILDREN
+from bignas.quantize import FINALISTS, METHODS, Calibration
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
 
@@ -149,7 +150,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
                      max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
                      options=args.option or [], budget=args.budget, seed=args.seed, data=args.data,
-                     device=args.device, quiet=args.quiet, latency_stat=args.latency_stat)
+                     device=args.device, quiet=args.quiet, latency_stat=args.latency_stat,
+                     int8=Calibration(args.int8_method, args.int8_images), int8_finalists=args.int8_finalists)
     if doc is not None:
         print(json.dumps({"out": args.out, "devices": [
             {"device": r["target"], "top1_val": b["top1_val"], "latency_ms": b["latency_ms"],
@@ -172,8 +174,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bignas.export import export_run_child
 
-    card = export_run_child(args.run, args.arch, args.out, args.table, args.device, args.max_latency_ms,
-                            args.latency_stat)
+    int8 = Calibration(args.int8_method, args.int8_images) if args.int8 else None
+    card = export_run_child(args.run, args.arch, args.out, args.table or [], args.device, args.max_latency_ms,
+                            args.latency_stat, int8)
     print(json.dumps(card))
     return 0
 
@@ -210,6 +213,15 @@ def positive(kind: type, limit: float | None = None, zero: bool = False) -> Call
 
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
+
+
+def _add_int8_calibration(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--int8-method", choices=METHODS, default=Calibration.method,
+                   help=f"how {what} sets activation ranges from the calibration images: ONNX Runtime's "
+                        f"calibrators (default: %(default)s)")
+    p.add_argument("--int8-images", type=positive(int), default=Calibration.images, metavar="N",
+                   help=f"calibration images for {what}, the first N of the fixed BN-recalibration subset of "
+                        f"the training split, never val or test (default: %(default)s)")
 
 
 def _add_latency_stat(p: argparse.ArgumentParser) -> None:
@@ -341,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(best.json, or best-DEVICE.json for several).")
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--table", action="append", metavar="FILE",
-                   help="latency table of a device (repeat for several devices)")
+                   help="latency table of a device (repeat for several devices); an int8 table (profile "
+                        "'precision: int8', e.g. cpu-1t-int8) makes an int8 target: see --int8-finalists")
     p.add_argument("--max-latency-ms", action="append", type=positive(float), metavar="X",
                    help="latency budget in ms on --latency-stat, one per --table, in the same order")
     _add_latency_stat(p)
@@ -355,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a setting of the chosen strategy (repeat for several); "
                         + "; ".join(f"{name}: {STRATEGIES[name].describe_settings()}" for name in sorted(STRATEGIES)))
     p.add_argument("--budget", type=positive(int, MAX_BUDGET), default=40, help="accuracy evaluations per device (default: 40)")
+    p.add_argument("--int8-finalists", type=positive(int), default=FINALISTS, metavar="K",
+                   help="for an int8 target: its K feasible children with the best fp32 val top-1 are quantized "
+                        "(as 'bignas export --int8' does) and scored in ONNX Runtime; the best int8 val top-1 "
+                        "wins (default: %(default)s; cached like fp32 evaluations, not counted in --budget)")
+    _add_int8_calibration(p, "an int8 target")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--out", type=out_path, required=True, help="output directory")
@@ -378,13 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "child.pt (load with bignas.load_child), child.onnx (checked against PyTorch "
                                    "with ONNX Runtime, max abs diff <= 1e-4) and card.json; with --table, the "
                                    "predicted p50 and p90 latency, and the measured ones when this host is the "
-                                   "table's device; with --max-latency-ms, whether they meet that budget.")
+                                   "table's device; with --max-latency-ms, whether they meet that budget. With --int8, "
+                                   "child.int8.onnx and its measured top-1 and latency too.")
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--arch", required=True, help="child architecture JSON (e.g. the 'arch' of search.json's best)")
-    p.add_argument("--table", help="latency table of the target device")
+    p.add_argument("--table", action="append", metavar="FILE",
+                   help="latency table of the target device; give it twice for both precisions: an fp32 table "
+                        "times child.onnx, an int8 one (profile 'precision: int8', e.g. cpu-1t-int8) "
+                        "child.int8.onnx and sets how it is quantized")
     p.add_argument("--max-latency-ms", type=positive(float), metavar="X",
                    help="the latency budget the child was searched for, on --latency-stat (needs --table): the "
-                        "card says whether the predicted and measured latency meet it")
+                        "card says whether the predicted and measured latency of each table's model meet it")
+    p.add_argument("--int8", action="store_true",
+                   help="also write child.int8.onnx: ONNX Runtime's static QDQ quantization (as the int8 table's "
+                        "profile says, else signed int8, weights per channel), calibrated on training images; "
+                        "its top-1 on val and test is measured in ONNX Runtime and written in the card")
+    _add_int8_calibration(p, "--int8")
     _add_latency_stat(p)
     p.add_argument("--out", type=out_path, required=True, help="output directory")
     _add_device(p)

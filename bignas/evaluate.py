@@ -1,7 +1,9 @@
-"""Accuracy of one child: extract it, re-estimate its BN statistics, measure top-1."""
+"""Accuracy of one child: extract it, re-estimate its BN statistics, measure top-1; quantize it as
+export and search both do."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -9,6 +11,7 @@ from torch import Tensor, nn
 
 from bignas.data import Dataset, resize_batch
 from bignas.nn import Supernet, extract
+from bignas.quantize import Calibration, Int8Format, quantize
 from bignas.space import Child
 
 
@@ -52,3 +55,16 @@ def evaluate_child(supernet: Supernet, child: Child, dataset: Dataset, split: st
     n = min(calibration_images, len(dataset.train))
     recalibrate_bn(static, dataset.calibration_batches(n, batch_size, child.resolution), device)
     return top1(static, dataset.split(split).eval_batches(batch_size), child.resolution, device), static
+
+
+def quantize_child(fp32: Path, out: Path, dataset: Dataset, batch_size: int, resolution: int, fmt: Int8Format,
+                   calibration: Calibration) -> int:
+    """Quantize a child's fp32 ONNX file into `out` (see `quantize.quantize`), its activation ranges
+    calibrated on the fixed calibration images of the training split (those of BN recalibration,
+    the first `calibration.images` of them, in `batch_size` batches): export and search quantize a
+    child identically, so the int8 top-1 a search reports is the exported file's. Returns the
+    number of images used."""
+    images = min(calibration.images, len(dataset.train))
+    batches = (x.numpy() for x in dataset.calibration_batches(images, batch_size, resolution))
+    quantize(fp32, out, batches, fmt, calibration.method)
+    return images

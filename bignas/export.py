@@ -1,18 +1,21 @@
-"""ONNX export of a static child with an ONNX Runtime parity check."""
+"""ONNX export of a static child with an ONNX Runtime parity check, and its int8 model with measured accuracy."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from torch import nn
 
 from bignas.errors import BignasError
-from bignas.onnx_io import export_onnx, onnx_max_abs_diff
+from bignas.onnx_io import export_onnx, onnx_max_abs_diff, onnx_top1
+from bignas.quantize import Calibration, Int8Format
 from bignas.weights import load_weights, save_weights
 
 CHILD_FORMAT = "bignas-child"
-OUTPUTS = ("child.pt", "child.onnx", "card.json")  # what an export writes into OUT
+INT8_FILE = "child.int8.onnx"
+OUTPUTS = ("child.pt", "child.onnx", INT8_FILE, "card.json")  # what an export writes into OUT
 MAX_ONNX_DIFF = 1e-4  # largest |ONNX Runtime - PyTorch| output difference an export accepts
 
 
@@ -47,20 +50,22 @@ def load_child(path: str | Path) -> nn.Module:
     return model.eval()
 
 
-def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_path: str | Path | None = None,
-                     device: str = "auto", max_latency_ms: float | None = None, latency_stat: str = "p50") -> dict:
+def export_run_child(run: str | Path, arch: str | Path, out: str | Path, tables: Sequence[str | Path] = (),
+                     device: str = "auto", max_latency_ms: float | None = None, latency_stat: str = "p50",
+                     int8: Calibration | None = None) -> dict:
     """`bignas export`: extract `arch` from a trained run, recalibrate its BN statistics, write
     child.pt, child.onnx (checked against PyTorch with ONNX Runtime) and card.json; returns the card.
-    With `table_path`, the card states the predicted (and, on the table's device, measured) p50 and
-    p90 latency, against `max_latency_ms` on `latency_stat` when given."""
+    `tables`: at most one latency table per precision; the card states the predicted (and, on the
+    table's device, measured) p50 and p90 latency of the model of that precision, against
+    `max_latency_ms` on `latency_stat` when given. With `int8` (its calibration), child.int8.onnx
+    too: quantized as the int8 table's profile says (else `Int8Format()`), its top-1 measured in
+    ONNX Runtime on val and test."""
     import onnxruntime
 
     from bignas.cost import child_cost
     from bignas.data import resize_batch
     from bignas.evaluate import top1
     from bignas.io import atomic_dir, check_output_dir, write_json
-    from bignas.latency.fit import p90_scale, predict, table_stats
-    from bignas.latency.table import read_table
     from bignas.train.distributed import pick_device
     from bignas.train.run_dir import TrainedRun
 
@@ -69,14 +74,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
     trained = TrainedRun.open(run, pick_device(device))
     space, config = trained.space, trained.config
     child = space.load_child(arch)  # refuses an arch of another space, naming the field
-    table = read_table(table_path, space.hash) if table_path is not None else None
-    if max_latency_ms is not None and table is None:
-        raise ExportError("--max-latency-ms needs --table: the budget is a latency on that table's device")
-    if latency_stat == "p90":
-        if table is None:
-            raise ExportError("--latency-stat p90 needs --table: the statistic is of that table's device")
-        p90_scale(table)  # a table that predicts no p90 is refused before any work
-    predicted = {s: predict(table, space, child, stat=s) for s in table_stats(table)}
+    by_precision = _tables(tables, space, int8 is not None, max_latency_ms, latency_stat)
     dataset = trained.dataset()
     top1_val, static = trained.evaluate(child, dataset, "val")
     top1_test = top1(static, dataset.test.eval_batches(config.eval.batch_size), child.resolution, trained.device)
@@ -91,18 +89,78 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, table_p
         if diff > MAX_ONNX_DIFF:
             raise ExportError(f"{out / 'child.onnx'}: ONNX Runtime differs from PyTorch by {diff:.2e} "
                               f"(> {MAX_ONNX_DIFF:g}); nothing was written")
-        measured, reason = (None, "no --table given") if table is None else \
-            measure_on_table_device(table, tmp / "child.onnx", space)
+        table, table_path = by_precision.get("fp32", (None, None))
         card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
                 "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
                 "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-                **latency_fields(predicted, measured, reason, max_latency_ms, latency_stat),
+                **model_latency(tmp / "child.onnx", table, space, child, max_latency_ms, latency_stat),
                 "profile": table.header["profile"] if table is not None else None,
                 "table": str(table_path) if table_path is not None else None,
                 "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
                 "run": str(run), "data": config.data}
+        if int8 is not None:
+            card |= int8_export(tmp, dataset, config.eval.batch_size, space, child, int8, by_precision.get("int8"),
+                                max_latency_ms, latency_stat)
         write_json(tmp / "card.json", card)
     return card
+
+
+def _tables(paths: Sequence[str | Path], space, int8: bool, budget: float | None, stat: str) -> dict:
+    """The latency tables of an export by the precision they time: {"fp32" | "int8": (table, path)}."""
+    from bignas.latency.fit import p90_scale
+    from bignas.latency.table import read_table
+
+    found: dict = {}
+    for path in paths:
+        table = read_table(path, space.hash)
+        if table.precision in found:
+            raise ExportError(f"{path}: a second {table.precision} table (after {found[table.precision][1]}); "
+                              f"give at most one table per precision")
+        if table.precision == "int8" and not int8:
+            raise ExportError(f"{path}: an int8 table (field 'header.settings.precision'), but no int8 model is "
+                              f"exported; add --int8, or give an fp32 table")
+        if stat == "p90":
+            p90_scale(table)  # a table that predicts no p90 is refused before any work
+        found[table.precision] = (table, path)
+    if budget is not None and not found:
+        raise ExportError("--max-latency-ms needs --table: the budget is a latency on that table's device")
+    if stat == "p90" and not found:
+        raise ExportError("--latency-stat p90 needs --table: the statistic is of that table's device")
+    return found
+
+
+def model_latency(model: Path, table, space, child, budget: float | None, stat: str,
+                  missing: str = "no --table given") -> dict:
+    """The card's latency fields for the ONNX file `model` on `table` (None: `missing` says why)."""
+    from bignas.latency.fit import predict, table_stats
+
+    predicted = {s: predict(table, space, child, stat=s) for s in table_stats(table)}
+    measured, reason = (None, missing) if table is None else \
+        measure_on_table_device(table, model, space)
+    return latency_fields(predicted, measured, reason, budget, stat)
+
+
+def int8_export(tmp: Path, dataset, batch_size: int, space, child, calibration: Calibration, table_at,
+                budget: float | None, stat: str) -> dict:
+    """Quantize tmp/child.onnx into tmp/child.int8.onnx (calibrated on the training split's fixed
+    calibration images) and measure it: its top-1 in ONNX Runtime on val and test, its latency on
+    the int8 table `table_at` ((table, path) or None). Returns the card's int8 fields."""
+    from bignas.evaluate import quantize_child
+
+    table, path = table_at or (None, None)
+    fmt = table.profile.int8 if table is not None else Int8Format()
+    images = quantize_child(tmp / "child.onnx", tmp / INT8_FILE, dataset, batch_size, child.resolution, fmt,
+                            calibration)
+    return {"top1_val_int8": round(onnx_top1(tmp / INT8_FILE, dataset.val.eval_batches(batch_size),
+                                             child.resolution), 6),
+            "top1_test_int8": round(onnx_top1(tmp / INT8_FILE, dataset.test.eval_batches(batch_size),
+                                              child.resolution), 6),
+            "int8": {"file": INT8_FILE, "format": fmt.to_dict(),
+                     "calibration": {**calibration.to_dict(), "images": images, "split": "train"},
+                     **model_latency(tmp / INT8_FILE, table, space, child, budget, stat,
+                                     "no int8 table given (--table of an int8 profile)"),
+                     "profile": table.header["profile"] if table is not None else None,
+                     "table": str(path) if path is not None else None}}
 
 
 def latency_fields(predicted: dict[str, float], measured: dict[str, float] | None, reason: str | None,

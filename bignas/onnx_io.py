@@ -1,4 +1,5 @@
-"""ONNX primitives: export a module with the modern exporter, compare ONNX Runtime with PyTorch.
+"""ONNX primitives: export a module with the modern exporter, compare ONNX Runtime with PyTorch,
+score an ONNX file's top-1 in ONNX Runtime.
 
 Below everything that writes or times ONNX files (export, latency profiling and checks).
 """
@@ -6,6 +7,7 @@ Below everything that writes or times ONNX files (export, latency profiling and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -74,3 +76,20 @@ def onnx_max_abs_diff(model: nn.Module, path: str | Path, x: torch.Tensor) -> fl
     with torch.no_grad():
         want = model.eval()(x).numpy()
     return float(np.abs(got - want).max())
+
+
+def onnx_top1(path: str | Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], resolution: int) -> float:
+    """Top-1 of the ONNX file `path` run by ONNX Runtime (CPU) on `batches` of (images, labels),
+    resized to `resolution`: how an exported model, an int8 one in particular, really scores."""
+    import onnxruntime as ort
+
+    from bignas.data import resize_batch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = total = 0
+    for images, labels in batches:
+        (logits,) = session.run(None, {name: resize_batch(images, resolution).numpy()})
+        correct += int((logits.argmax(1) == labels.numpy()).sum())
+        total += len(labels)
+    return correct / total

@@ -43,7 +43,7 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
     say("4/4 exporting the best child")
     from bignas.export import export_run_child
 
-    card = export_run_child(run, out / "search" / "best.json", out / "export", table_path,
+    card = export_run_child(run, out / "search" / "best.json", out / "export", [table_path],
                             max_latency_ms=budget_ms)
     summary = {"out": str(out), "table": str(table_path), "table_was": how, "budget_ms": budget_ms, "card": str(out / "export" / "card.json"),
                "seconds": round(time.monotonic() - start, 1)}

@@ -38,11 +38,12 @@ def write_bundle(profile: DeviceProfile, space: SearchSpace, directory: Path, ch
     if not (directory / REFERENCE_FILE).exists():
         export_reference(directory / REFERENCE_FILE, cache)
     export_all(space, [(k, directory / b["file"]) for k, b in zip(keys, blocks)],
-               [(c, directory / w["file"]) for c, w in zip(children, wholes)], cache, progress)
+               [(c, directory / w["file"]) for c, w in zip(children, wholes)], cache, progress,
+               int8=profile.quantized)
     # The anchor whole children are timed against: the space's largest child, of their size.
     anchor = f"children/{space.max().hash}.onnx"
     if not (directory / anchor).exists():
-        export_child(space, space.max(), directory / anchor)
+        export_child(space, space.max(), directory / anchor, profile.quantized)
     shutil.rmtree(cache, ignore_errors=True)  # only needed while exporting; the device needs none of it
     manifest = directory / MANIFEST
     files = sorted({REFERENCE_FILE, anchor, *(e["file"] for e in blocks + wholes)})

@@ -56,7 +56,7 @@ def latency_check(table: LatencyTable, space: SearchSpace, n: int = 100, seed: i
     predicted = [{s: predict(table, space, child, stat=s) for s in stats} for child in children]
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"child{i}.onnx" for i in range(len(children))]
-        export_all(space, [], list(zip(children, paths)), Path(tmp), progress)
+        export_all(space, [], list(zip(children, paths)), Path(tmp), progress, int8=table.profile.quantized)
         # Timed once every file is written, as `profile` times its bundle: a check that exported each
         # child between timings (torch's memory and threads churning beside ONNX Runtime) saw its
         # measurements drift by 7 % over 16 minutes (cifar-small, cpu-1t, 2 cores).

@@ -54,7 +54,7 @@ def table_clock(table: LatencyTable, strict: bool = True,
         if "anchor_ratio" in header:  # whole models against the anchor the table's children were timed against
             space = load_space(header["space"]) if space is None else space
             anchor, scale = Path(tmp) / "anchor.onnx", header["anchor_ratio"]
-            export_child(space, space.max(), anchor)
+            export_child(space, space.max(), anchor, table.profile.quantized)
         else:
             anchor, scale = Path(tmp) / "reference.onnx", 1.0
             export_reference(anchor, Path(tmp) / "shared")

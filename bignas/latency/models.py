@@ -14,6 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from bignas.nn.child import StaticNet
 from bignas.nn.registry import static_block
 from bignas.onnx_io import export_onnx, export_side_by_side
 from bignas.plan import BlockPlan, plan
+from bignas.quantize import Int8Format, quantize, random_batches
 from bignas.space import Child, SearchSpace
 
 REFERENCE_FILE = "reference.onnx"
@@ -46,8 +48,9 @@ def shared_path(key: BlockKey, cache: Path) -> Path:
     return cache / f"{digest(key.shape_free)}.onnx"
 
 
-def export_key(key: BlockKey, path: Path, cache: Path) -> None:
-    """Export `key`'s module to `path` with a static input size, via a dynamic-size export cached in `cache`."""
+def export_key(key: BlockKey, path: Path, cache: Path, int8: Int8Format | None = None) -> None:
+    """Export `key`'s module to `path` with a static input size, via a dynamic-size export cached in
+    `cache`; quantized as `int8` says when given."""
     import onnx
 
     shared = shared_path(key, cache)
@@ -59,8 +62,22 @@ def export_key(key: BlockKey, path: Path, cache: Path) -> None:
         dims[axis].Clear()
         dims[axis].dim_value = key.resolution
     del model.graph.value_info[:]  # symbolic intermediate shapes; ONNX Runtime re-infers them
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
+    _write(path, lambda fp32: onnx.save(model, str(fp32)), int8)
+
+
+def _write(path: Path, write_fp32: Callable[[Path], None], int8: Int8Format | None) -> None:
+    """Write a model to `path` whole (a killed run never leaves a file there): `write_fp32(file)`
+    writes it in fp32; with `int8`, that file is a temporary one, quantized into `path` (random
+    calibration inputs: ranges do not change the speed of a model that is only timed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if int8 is None:
+        with atomic_path(path) as tmp:
+            write_fp32(tmp)
+        return
+    with tempfile.TemporaryDirectory(prefix=".fp32.", dir=path.parent) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        write_fp32(fp32)
+        quantize(fp32, path, random_batches(fp32), int8)
 
 
 def export_shared(keys: list[BlockKey], cache: Path) -> None:
@@ -114,11 +131,12 @@ def export_reference(path: Path, cache: Path) -> None:
     export_key(REFERENCE, path, cache)
 
 
-def export_child(space: SearchSpace, child: Child, path: Path) -> None:
-    """The whole child as users deploy it (`bignas.export.export_onnx`)."""
+def export_child(space: SearchSpace, child: Child, path: Path, int8: Int8Format | None = None) -> None:
+    """The whole child as users deploy it (`bignas.export.export_onnx`), quantized as `int8` says when given."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        export_onnx(StaticNet(plan(space, child)), child.resolution, path, in_channels=space.in_channels)
+        net = StaticNet(plan(space, child))
+        _write(path, lambda fp32: export_onnx(net, child.resolution, fp32, in_channels=space.in_channels), int8)
 
 
 # Exports are the slow part of profiling and checking (the torch.export-based exporter: 2-7 s a
@@ -137,11 +155,13 @@ def export_workers(jobs: int) -> int:
 
 
 def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: list[tuple[Child, Path]],
-               cache: Path, progress: ProgressFn | None = None, workers: int | None = None) -> None:
+               cache: Path, progress: ProgressFn | None = None, workers: int | None = None,
+               int8: Int8Format | None = None) -> None:
     """Export `keys` (`export_key`, cached in `cache`) and `children` (`export_child`) to their paths,
     in `workers` processes (default `export_workers`); files already there are kept (they were
     written atomically: a killed run resumes). The same files for any number of workers: every
-    export is seeded, and jobs do not depend on the number of workers."""
+    export is seeded, and jobs do not depend on the number of workers. With `int8`, every file is
+    quantized as it says (an int8 profile: `DeviceProfile.quantized`)."""
     groups: dict[str, list[tuple[BlockKey, Path]]] = defaultdict(list)
     for key, path in keys:
         if not path.exists():  # keys sharing a shape-free export go to one job: one writer per cache file
@@ -149,9 +169,9 @@ def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: 
     signatures = list(groups.values())
     # Blocks first, BLOCKS_PER_EXPORT signatures a job (the longest jobs: so that no worker is left
     # alone with one at the end), then whole children.
-    jobs = [(_export_keys, (chunk, cache), sum(map(len, chunk)))
+    jobs = [(_export_keys, (chunk, cache, int8), sum(map(len, chunk)))
             for chunk in (signatures[i:i + BLOCKS_PER_EXPORT] for i in range(0, len(signatures), BLOCKS_PER_EXPORT))]
-    jobs += [(export_child, (space, child, path), 1) for child, path in children if not path.exists()]
+    jobs += [(export_child, (space, child, path, int8), 1) for child, path in children if not path.exists()]
     done, total = 0, sum(n for *_, n in jobs)
     workers = export_workers(len(jobs)) if workers is None else workers
     if workers <= 1:
@@ -179,11 +199,11 @@ def export_all(space: SearchSpace, keys: list[tuple[BlockKey, Path]], children: 
         pool.shutdown(cancel_futures=True)
 
 
-def _export_keys(signatures: list[list[tuple[BlockKey, Path]]], cache: Path) -> None:
+def _export_keys(signatures: list[list[tuple[BlockKey, Path]]], cache: Path, int8: Int8Format | None) -> None:
     """Export each signature's keys, from one side-by-side export of the signatures not cached yet."""
     todo = [group[0][0] for group in signatures if not shared_path(group[0][0], cache).exists()]
     if todo:
         export_shared(todo, cache)
     for group in signatures:
         for key, path in group:
-            export_key(key, path, cache)
+            export_key(key, path, cache, int8)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from bignas.errors import BignasError
+from bignas.quantize import Int8Format, Precision
 from bignas.schema import from_dict, load_yaml, rules
 
 ExecutionMode = Literal["sequential", "parallel"]
@@ -39,8 +40,17 @@ class DeviceProfile:
     affinity: str | None = None  # ONNX Runtime's session.intra_op_thread_affinities, e.g. "2;3"
     # More ONNX Runtime session config entries, e.g. {"session.intra_op.allow_spinning": "0"}.
     session_config: dict[str, str] = field(default_factory=dict)
+    # int8: every model timed (blocks, whole children, the anchor; not the reference, the clock) is
+    # quantized with `int8` first, as `bignas export --int8` quantizes a child for this device.
+    precision: Precision = "fp32"
+    int8: Int8Format = field(default_factory=Int8Format)
     description: str = ""
     source: str = field(default="profile", compare=False, metadata={"internal": True})  # for messages
+
+    @property
+    def quantized(self) -> Int8Format | None:
+        """How the models timed under this profile are quantized; None when they run in fp32."""
+        return self.int8 if self.precision == "int8" else None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

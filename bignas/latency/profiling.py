@@ -18,7 +18,7 @@ from bignas.latency.fit import calibrate, calibration_children
 from bignas.latency.device import check_out, run_bundle
 from bignas.latency.measure import open_session
 from bignas.latency.profiles import DeviceProfile
-from bignas.latency.table import FINGERPRINT, LatencyTable, check_space, read_table, write_table
+from bignas.latency.table import FINGERPRINT, LatencyTable, TableError, check_space, read_table, write_table
 from bignas.space import SearchSpace, load_space
 
 # The user's own tables, relative to the current directory (the shipped ones are package data:
@@ -82,6 +82,10 @@ def transfer_table(table: LatencyTable, space: SearchSpace, out: Path, children:
     check_out(out)
     work = out.parent / f".{out.stem}.work"
     profile = table.profile if profile is None else profile
+    if profile.precision != table.precision:
+        raise TableError(f"{table.path}: an {table.precision} table cannot be transferred under profile "
+                         f"'{profile.name}' ({profile.source}), which times {profile.precision} models: the blocks "
+                         f"kept would be of the other precision")
     reference = work / REFERENCE_FILE
     if not reference.exists():
         export_reference(reference, work / "shared")

@@ -12,6 +12,7 @@ import datetime
 import math
 import os
 import platform
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Mapping
 from bignas.errors import BignasError
 from bignas.io import read_json, write_json
 from bignas.latency.profiles import DeviceProfile
+from bignas.quantize import Precision
 from bignas.schema import name_problem
 
 FORMAT = "bignas-latency-table"
@@ -32,6 +34,7 @@ UNRECORDED = "unrecorded"  # a fingerprint field an older table did not record
 FINGERPRINT = ("host", "cpu_vendor", "cpu_id", "isa", "accelerator", "onnxruntime", "provider")
 HEADER_FIELDS = ("schema", "profile", *FINGERPRINT, "threads", "batch", "space", "space_hash", "date",
                  "reference_ms", "settings")
+PRECISIONS = typing.get_args(Precision)
 TEXT_FIELDS = (*FINGERPRINT, "space_hash", "date")  # besides the two names
 # x86 (AVX2, AVX-512 and its VNNI / BF16, AVX-VNNI, AMX) and Arm (dot product, int8 and bf16
 # matrix, SVE) extensions that select different ONNX Runtime kernels, fp32 or int8.
@@ -54,6 +57,11 @@ class LatencyTable:
     @property
     def reference_ms(self) -> float:
         return float(self.header["reference_ms"])
+
+    @property
+    def precision(self) -> str:
+        """What the table times: "fp32" models, or "int8" ones (quantized as its profile says)."""
+        return self.header["settings"].get("precision", "fp32")  # tables from before int8: fp32
 
     @property
     def profile(self) -> DeviceProfile:
@@ -141,9 +149,10 @@ def shipped_tables() -> list[str]:
                   if f.name.endswith(".json") and not f.name.endswith(".check.json"))
 
 
-def read_table(path_or_name: str | Path, space_hash: str | None = None) -> LatencyTable:
+def read_table(path_or_name: str | Path, space_hash: str | None = None, precision: str | None = None) -> LatencyTable:
     """Read and check a table: a path, or where no such file exists a shipped name (`cpu-1t/cifar-small`).
-    With `space_hash`, refuse a table measured for another space."""
+    With `space_hash`, refuse a table measured for another space; with `precision`, one that times
+    models of the other precision (an int8 table predicts nothing about an fp32 child)."""
     path = Path(path_or_name)
     if not path.exists() and str(path_or_name) in shipped_tables():
         path = resources.files("bignas") / "latency_tables" / f"{path_or_name}.json"
@@ -175,6 +184,9 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
     for key in TEXT_FIELDS:
         if not isinstance(header[key], str):
             raise TableError(f"{path}: field 'header.{key}' must be a string, got {header[key]!r}")
+    settings = header["settings"]
+    if not isinstance(settings, dict) or settings.get("precision", "fp32") not in PRECISIONS:
+        raise TableError(f"{path}: field 'header.settings.precision' must be one of {list(PRECISIONS)}")
     for key in ("reference_ms", "anchor_ratio"):
         if (key in header or key == "reference_ms") and not positive_number(header.get(key)):
             raise TableError(f"{path}: field 'header.{key}' must be a positive number")
@@ -203,7 +215,17 @@ def read_table(path_or_name: str | Path, space_hash: str | None = None) -> Laten
     table = LatencyTable(header, entries, children, calibration, path)
     if space_hash is not None:
         check_space(table, space_hash)
+    if precision is not None:
+        check_precision(table, precision)
     return table
+
+
+def check_precision(table: LatencyTable, precision: str) -> None:
+    """Refuse a table that times models of another precision than `precision`."""
+    if table.precision != precision:
+        raise TableError(f"{table.path}: an {table.precision} table (field 'header.settings.precision'), but "
+                         f"{precision} latency is asked for here; give a table profiled with precision: "
+                         f"{precision}")
 
 
 def check_space(table: LatencyTable, space_hash: str) -> None:

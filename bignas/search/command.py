@@ -10,7 +10,9 @@ from tqdm import tqdm
 from bignas.latency.fit import p90_scale
 from bignas.latency.table import read_table
 from bignas.search import driver
+from bignas.quantize import FINALISTS, Calibration
 from bignas.search.evaluator import Evaluator
+from bignas.search.int8 import int8_evaluator, pick_int8
 from bignas.search.problem import Problem, SearchError, Target
 from bignas.search.report import check_out, write_results
 from bignas.search.strategies import get_strategy, make_settings
@@ -22,7 +24,8 @@ from bignas.train.run_dir import TrainedRun
 def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
                max_mflops: float | None = None, max_params_m: float | None = None,
                strategy: str = "coarse-to-fine", options: list[str] | None = None, budget: int = 40, seed: int = 0, data: str | None = None,
-               device: str = "auto", quiet: bool = False, latency_stat: str = "p50") -> dict[str, Any] | None:
+               device: str = "auto", quiet: bool = False, latency_stat: str = "p50",
+               int8: Calibration = Calibration(), int8_finalists: int = FINALISTS) -> dict[str, Any] | None:
     """Search the run's supernet for the best child per table under its budget; write OUT/search.json,
     the Pareto plots and the best children (see `report.write_results`). Returns the search.json
     document (None on ranks other than 0 under torchrun). `options`: the strategy's `key=value`
@@ -33,6 +36,8 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
         raise SearchError(f"--latency-stat {latency_stat} needs a --table: the statistic is of a table's device")
     if budget < 1:
         raise SearchError(f"the search budget must be at least 1 evaluation, got {budget}")
+    if int8_finalists < 1:
+        raise SearchError(f"--int8-finalists must be at least 1, got {int8_finalists}")
     info = get_strategy(strategy)
     settings = make_settings(strategy, options)
     check_out(out)
@@ -51,6 +56,16 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
                                   batch_size=trained.config.eval.batch_size, rank=dist.rank,
                                   world_size=dist.world_size, on_result=lambda: bar.update(1))
             doc = driver.run(strategy, problem, evaluator, budget, seed, settings)
+        quantized = [t for t in problem.targets if t.table.precision == "int8"]
+        for target in quantized:
+            fmt = target.table.profile.int8
+            with tqdm(total=int8_finalists, unit="child", desc=f"int8 finalists, {target.name}",
+                      disable=quiet or not dist.is_main, dynamic_ncols=True) as bar:
+                evaluate = int8_evaluator(trained, dataset, data, fmt, int8, dist.rank, dist.world_size,
+                                          on_result=lambda: bar.update(1))
+                for result in doc["devices"]:
+                    if result["target"] == target.name:
+                        pick_int8(problem, result, evaluate, int8_finalists, fmt, int8)
     finally:
         dist.close()
     doc.update(run=str(run), data=data, evaluated_fresh=evaluator.fresh, cache_lines_skipped=evaluator.skipped)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,9 @@ from bignas.data import Dataset
 from bignas.nn import Supernet
 from bignas.evaluate import evaluate_child
 from bignas.space import Child, SearchSpace
+
+
+UNRECORDED = {"precision": "fp32"}  # what records written before int8 evaluations measured
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -36,13 +39,15 @@ class Evaluator:
     """`evaluator(children) -> top-1 on the validation split`, each child evaluated at most once.
 
     `evaluate_one(child) -> top-1` replaces the default (BN recalibration + val top-1 through
-    `evaluate_child`); the cache is keyed on `supernet`'s weights either way.
+    `evaluate_child`); the cache is keyed on `supernet`'s weights either way. `precision`: what
+    `evaluate_one` measures, in the cache's context (default {"precision": "fp32"}; an int8 one
+    also says how it quantizes: see `search.int8`), so fp32 and int8 accuracies never mix.
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, cache_file: str | Path, *,
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  on_result: Callable[[], None] | None = None,
-                 evaluate_one: Callable[[Child], float] | None = None) -> None:
+                 evaluate_one: Callable[[Child], float] | None = None, precision: dict[str, Any] | None = None) -> None:
         self.supernet, self.space, self.dataset = supernet, space, dataset
         self.calibration_images, self.batch_size = calibration_images, batch_size
         self.rank, self.world_size = rank, world_size
@@ -51,7 +56,7 @@ class Evaluator:
         self.path = Path(cache_file)
         self.context = {"weights": weights_digest(supernet), "data": data_spec,
                         "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
-                        "calibration_images": calibration_images}
+                        "calibration_images": calibration_images, **(precision or {"precision": "fp32"})}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
         self.cache = self._load() if rank == 0 else {}
         if world_size > 1:  # every rank must split the same `todo`: they all take rank 0's reading of the file
@@ -102,7 +107,7 @@ class Evaluator:
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                if all(record.get(k) == v for k, v in self.context.items()):
+                if all(record.get(k, UNRECORDED.get(k)) == v for k, v in self.context.items()):
                     cache[record["hash"]] = float(record["top1"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 self.skipped += 1  # a line cut short by a killed run: that child is simply evaluated again
