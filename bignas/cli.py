@@ -7,7 +7,6 @@ import json
 import math
 import random
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from typing import Callable
 from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
+from bignas.memory import child_memory
 from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, STATS, TRANSFER_CHILDREN
 from bignas.quantize import FINALISTS, METHODS, Calibration
 from bignas.space import load_space, space_names
@@ -31,57 +31,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         child = space.sample(random.Random(args.seed))
     else:
         child = space.load_child(args.arch)
-    cost = child_cost(space, child)
     print(json.dumps({"space": space.name, "arch": child.to_dict(space), "resolution": child.resolution,
-                      "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6)}))
+                      **child_cost(space, child).summary(), **child_memory(space, child).summary()}))
     return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from bignas.console import Progress
-    from bignas.latency import profiling
-    from bignas.latency.profiles import load_profile
+    from bignas.latency.command import profile_command
 
-    start = time.monotonic()
-    progress = None if args.quiet else Progress()
-    children = args.children or (TRANSFER_CHILDREN if args.transfer else PROFILE_CHILDREN)
-    if children < 4:
-        raise BignasError(f"--children {children}: the calibration fits 3 numbers, time at least 4 children")
-    if args.transfer:
-        from bignas.latency.table import check_space, read_table
-
-        if args.out is None:
-            raise BignasError(f"--transfer {args.transfer} needs --out FILE: the table made true here "
-                              f"(the one transferred is left as it is)")
-        if args.bundle or args.calibrate:
-            raise BignasError("--transfer writes a table here: it takes no --bundle or --calibrate")
-        source = read_table(args.transfer)
-        space = load_space(args.space or source.header["space"])
-        check_space(source, space.hash)
-        profile = load_profile(args.profile) if args.profile else None
-        table = profiling.transfer_table(source, space, Path(args.out), children, progress, profile)
-    elif args.calibrate:
-        table = profiling.calibrate_file(Path(args.calibrate), Path(args.out) if args.out else None, args.space)
-    elif args.profile is None:
-        raise BignasError("--profile is required (except with --calibrate FILE)")
-    elif args.bundle:
-        profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
-        manifest = profiling.bundle_for_device(profile, space, Path(args.bundle), children, progress)
-        print(json.dumps({"bundle": args.bundle, "manifest": str(manifest), "next": [
-            f"python -m bignas.latency.device {args.bundle} --out TABLE.json   # on the device",
-            "bignas profile --calibrate TABLE.json   # back here"]}))
-        return 0
-    else:
-        profile, space = load_profile(args.profile), load_space(args.space or "ofa-mbv3")
-        out = Path(args.out) if args.out else profiling.default_table_path(profile, space)
-        table = profiling.profile_device(profile, space, out, children, progress)
-    more = 2 * len(table.children)
-    for warning in profiling.table_warnings(table, f"a bundle with --children {more}, timed on the device"
-                                            if args.calibrate else f"--children {more}"):
-        print(f"bignas profile: warning: {warning}", file=sys.stderr)
-    print(json.dumps({"table": str(table.path), "entries": len(table.entries), "children": len(table.children),
-                      "reference_ms": round(table.reference_ms, 6), "calibration": table.calibration,
-                      "noise": table.header.get("noise"), "seconds": round(time.monotonic() - start, 1)}))
+    print(json.dumps(profile_command(args.profile, args.space, args.out, args.bundle, args.calibrate, args.transfer,
+                                     args.children, args.quiet)))
     return 0
 
 
@@ -148,7 +107,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bignas.search.command import search_run
 
     doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
-                     max_mflops=args.max_mflops, max_params_m=args.max_params_m, strategy=args.strategy,
+                     max_mflops=args.max_mflops, max_params_m=args.max_params_m, max_weights_mb=args.max_weights_mb,
+                     max_activation_mb=args.max_activation_mb, strategy=args.strategy,
                      options=args.option or [], budget=args.budget, seed=args.seed, data=args.data,
                      device=args.device, quiet=args.quiet, latency_stat=args.latency_stat,
                      int8=Calibration(args.int8_method, args.int8_images), int8_finalists=args.int8_finalists)
@@ -360,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_latency_stat(p)
     p.add_argument("--max-mflops", type=positive(float), metavar="F", help="budget in millions of multiply-adds")
     p.add_argument("--max-params-m", type=positive(float), metavar="P", help="budget in millions of parameters")
+    p.add_argument("--max-weights-mb", type=positive(float), metavar="W",
+                   help="budget on the child's weights in MB (10^6 bytes) as deployed: int8 for a target with an "
+                        "int8 table, else fp32 (see 'bignas inspect')")
+    p.add_argument("--max-activation-mb", type=positive(float), metavar="A",
+                   help="budget on the child's peak activation memory in MB for batch 1, in the target's "
+                        "precision as --max-weights-mb")
     from bignas.search.strategies import STRATEGIES
 
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="coarse-to-fine",

@@ -1,4 +1,4 @@
-"""Analytic cost of a child: multiply-accumulates and parameters, from its plan (no tracing).
+"""Analytic cost of a child: multiply-accumulates and parameters, from its operations (`graph`, no tracing).
 
 MFLOPs here are millions of multiply-accumulates (MACs) of convolutions and linear layers, the
 convention of once-for-all, MobileNet and EfficientNet papers. Batch norm, activations, pooling
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from bignas.plan import BlockPlan, ConvPlan, HeadPlan, Plan, plan
+from bignas.graph import entry_convs
+from bignas.plan import Plan, plan
 from bignas.space import Child, SearchSpace
 
 
@@ -38,46 +39,13 @@ class Cost:
         return {"mflops": round(self.mflops, 4), "params_m": round(self.params_m, 6)}
 
 
-def conv_cost(in_ch: int, out_ch: int, kernel: int, out_size: int, groups: int = 1,
-              bias: bool = False, bn: bool = True) -> Cost:
-    weights = out_ch * (in_ch // groups) * kernel * kernel
-    params = weights + (out_ch if bias else 0) + (2 * out_ch if bn else 0)
-    return Cost(weights * out_size * out_size, params)
-
-
-def stem_cost(p: ConvPlan) -> Cost:
-    out = (p.resolution - 1) // p.stride + 1
-    return conv_cost(p.in_ch, p.out_ch, p.kernel, out)
-
-
-def block_cost(p: BlockPlan) -> Cost:
-    size, out = p.resolution, p.out_resolution
-    cost = Cost(0, 0)
-    if p.expand_conv:
-        cost += conv_cost(p.in_ch, p.mid_ch, 1, size)
-    cost += conv_cost(p.mid_ch, p.mid_ch, p.kernel, out, groups=p.mid_ch)
-    if p.se_mid:
-        cost += conv_cost(p.mid_ch, p.se_mid, 1, 1, bias=True, bn=False)
-        cost += conv_cost(p.se_mid, p.mid_ch, 1, 1, bias=True, bn=False)
-    return cost + conv_cost(p.mid_ch, p.out_ch, 1, out)
-
-
-def head_cost(p: HeadPlan) -> Cost:
-    cost = conv_cost(p.in_ch, p.width, 1, p.resolution)
-    if p.mix is not None:
-        cost += conv_cost(p.width, p.mix, 1, 1, bn=False)
-    return cost + Cost(p.features * p.num_classes, p.features * p.num_classes + p.num_classes)
-
-
-# The cost function of each block kind, by plan type (see bignas.nn.registry for the modules).
-COSTS: dict[type, Callable[[Any], Cost]] = {ConvPlan: stem_cost, BlockPlan: block_cost, HeadPlan: head_cost}
-
-
 # A pure function of one entry, asked for some ten entries of every candidate a search considers;
 # entries repeat across children, and hashing one is a tenth of costing it.
 @functools.lru_cache(maxsize=1 << 16)
 def entry_cost(entry: Any) -> Cost:
-    return COSTS[type(entry)](entry)
+    """MACs and parameters of one plan entry: the sum over its convolutions and classifier."""
+    convs = entry_convs(entry)
+    return Cost(sum(c.macs for c in convs), sum(c.params for c in convs))
 
 
 def plan_cost(net: Plan) -> Cost:

@@ -64,6 +64,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, tables:
 
     from bignas.cost import child_cost
     from bignas.data import resize_batch
+    from bignas.memory import child_memory
     from bignas.evaluate import top1
     from bignas.io import atomic_dir, check_output_dir, write_json
     from bignas.train.distributed import pick_device
@@ -92,7 +93,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, tables:
         table, table_path = by_precision.get("fp32", (None, None))
         card = {"arch": child.to_dict(space), "space": space.name, "space_hash": space.hash,
                 "top1_val": round(top1_val, 6), "top1_test": round(top1_test, 6),
-                "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
+                **cost.summary(), **child_memory(space, child).summary(),
                 **model_latency(tmp / "child.onnx", table, space, child, max_latency_ms, latency_stat),
                 "profile": table.header["profile"] if table is not None else None,
                 "table": str(table_path) if table_path is not None else None,
@@ -146,6 +147,7 @@ def int8_export(tmp: Path, dataset, batch_size: int, space, child, calibration: 
     calibration images) and measure it: its top-1 in ONNX Runtime on val and test, its latency on
     the int8 table `table_at` ((table, path) or None). Returns the card's int8 fields."""
     from bignas.evaluate import quantize_child
+    from bignas.memory import child_memory
 
     table, path = table_at or (None, None)
     fmt = table.profile.int8 if table is not None else Int8Format()
@@ -156,6 +158,7 @@ def int8_export(tmp: Path, dataset, batch_size: int, space, child, calibration: 
             "top1_test_int8": round(onnx_top1(tmp / INT8_FILE, dataset.test.eval_batches(batch_size),
                                               child.resolution), 6),
             "int8": {"file": INT8_FILE, "format": fmt.to_dict(),
+                     "weights_mb": round(child_memory(space, child, fmt.per_channel).weights_mb("int8"), 6),
                      "calibration": {**calibration.to_dict(), "images": images, "split": "train"},
                      **model_latency(tmp / INT8_FILE, table, space, child, budget, stat,
                                      "no int8 table given (--table of an int8 profile)"),

@@ -23,6 +23,7 @@ from bignas.train.run_dir import TrainedRun
 
 def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: str | Path,
                max_mflops: float | None = None, max_params_m: float | None = None,
+               max_weights_mb: float | None = None, max_activation_mb: float | None = None,
                strategy: str = "coarse-to-fine", options: list[str] | None = None, budget: int = 40, seed: int = 0, data: str | None = None,
                device: str = "auto", quiet: bool = False, latency_stat: str = "p50",
                int8: Calibration = Calibration(), int8_finalists: int = FINALISTS) -> dict[str, Any] | None:
@@ -47,7 +48,8 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
         trained = TrainedRun.open(run, dist.device)
         data = data or trained.config.data
         dataset = trained.dataset(data)
-        problem = Problem(trained.space, _targets(trained.space, tables, limits, latency_stat), max_mflops, max_params_m)
+        problem = Problem(trained.space, _targets(trained.space, tables, limits, latency_stat), max_mflops, max_params_m,
+                          max_weights_mb, max_activation_mb)
         searches = 1 if info.multi_target else max(1, len(problem.targets))
         with tqdm(total=budget * searches, unit="child", desc="search", disable=quiet or not dist.is_main,
                   dynamic_ncols=True) as bar:

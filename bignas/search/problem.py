@@ -1,4 +1,5 @@
-"""What a search must satisfy: a latency budget per target, MFLOPs, parameters; what it records.
+"""What a search must satisfy: a latency budget per target, MFLOPs, parameters, weight and activation
+memory; what it records.
 
 Checking a candidate is analytic (costs) and a table lookup (latency): far cheaper than
 evaluating its accuracy, so strategies filter before they ask.
@@ -14,6 +15,7 @@ from bignas.errors import BignasError
 from bignas.latency.fit import predict
 from bignas.latency.keys import plan_keys
 from bignas.latency.table import LatencyTable
+from bignas.memory import plan_memory
 from bignas.plan import plan
 from bignas.space import Child, SearchSpace
 
@@ -48,12 +50,18 @@ class Problem:
     targets: tuple[Target, ...] = ()
     max_mflops: float | None = None
     max_params_m: float | None = None
+    max_weights_mb: float | None = None  # of the child's weights, in the precision of the target's table
+    max_activation_mb: float | None = None  # its peak activation memory, batch 1, in that precision
     checks: int = 0  # calls of `fits`: the candidates the strategies considered
     _costs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
+    @property
+    def memory_budgets(self) -> bool:
+        return self.max_weights_mb is not None or self.max_activation_mb is not None
+
     def costs(self, child: Child) -> dict[str, Any]:
         """{"mflops", "params_m", "latency_ms": {target: predicted ms, on the target's `stat`}} of
-        `child` (memoised)."""
+        `child` (memoised), and with a memory budget "memory" (`bignas.memory.Memory`)."""
         key = child.hash
         if key not in self._costs:
             net = plan(self.space, child)  # once for the costs and every table's prediction
@@ -61,7 +69,22 @@ class Problem:
             self._costs[key] = {"mflops": cost.mflops, "params_m": cost.params_m,
                                 "latency_ms": {t.name: predict(t.table, self.space, child, keys, t.stat)
                                                for t in self.targets}}
+            if self.memory_budgets:  # a walk over every operation: only when it is asked for
+                self._costs[key]["memory"] = plan_memory(net)
         return self._costs[key]
+
+    def memory_uses(self, costs: dict[str, Any], target: Target | None) -> list[tuple[str, float, float]]:
+        """(what, MB, budget MB) of each memory budget for a child of `costs`, in the precision `target`
+        deploys (its table's; fp32 without a target). int8 weights are counted per channel, the
+        default format."""
+        memory = costs.get("memory")
+        if memory is None:
+            return []
+        precision = target.table.precision if target is not None else "fp32"
+        return [(f"{precision} {what}", figure(precision), limit)
+                for what, figure, limit in (("weights", memory.weights_mb, self.max_weights_mb),
+                                            ("peak activations", memory.activation_mb, self.max_activation_mb))
+                if limit is not None]
 
     def violations(self, child: Child, target: Target | None) -> list[str]:
         """The budgets `child` exceeds: the shared MFLOPs / params ones and `target`'s latency."""
@@ -74,6 +97,8 @@ class Problem:
         if target is not None and target.max_ms is not None and c["latency_ms"][target.name] > target.max_ms:
             out.append(f"{c['latency_ms'][target.name]:.3f} ms {target.stat} on {target.name} > latency budget "
                        f"{target.max_ms:g} ms")
+        out += [f"{mb:.4f} MB of {what} > budget {limit:g} MB" for what, mb, limit in self.memory_uses(c, target)
+                if mb > limit]
         return out
 
     def fits(self, child: Child, target: Target | None) -> bool:
@@ -90,6 +115,7 @@ class Problem:
             uses.append(c["params_m"] / self.max_params_m)
         if target is not None and target.max_ms:
             uses.append(c["latency_ms"][target.name] / target.max_ms)
+        uses += [mb / limit for _, mb, limit in self.memory_uses(c, target)]
         return max(uses)
 
     def check_achievable(self, target: Target | None) -> None:

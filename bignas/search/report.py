@@ -25,6 +25,7 @@ def document(problem: Problem, strategy: str, budget: int, seed: int, settings: 
     return {"space": problem.space.name, "space_hash": problem.space.hash, "strategy": strategy,
             "strategy_settings": settings, "budget": budget, "seed": seed,
             "constraints": {"max_mflops": problem.max_mflops, "max_params_m": problem.max_params_m,
+                            "max_weights_mb": problem.max_weights_mb, "max_activation_mb": problem.max_activation_mb,
                             "devices": [{"name": t.name, "table": str(t.table.path), "max_latency_ms": t.max_ms,
                                          "latency_stat": t.stat} for t in problem.targets]},
             "devices": [target_result(problem, target, search) for search in searches for target in search.targets]}
@@ -42,6 +43,8 @@ def target_result(problem: Problem, target: Target | None, search: Search) -> di
         point = {"arch": e.child.to_dict(space), "hash": e.child.hash, "top1_val": e.top1,
                  "latency_ms": e.costs["latency_ms"].get(name), "mflops": e.costs["mflops"],
                  "params_m": e.costs["params_m"]}
+        if "memory" in e.costs:  # with a memory budget
+            point.update(e.costs["memory"].summary())
         evaluated.append(point)
         ok = len(search.targets) == 1 or not problem.violations(e.child, target)
         if ok:

@@ -137,12 +137,17 @@ def objectives(problem: Problem, result: Evaluated) -> tuple[float, ...]:
 
 def violation(problem: Problem, costs: dict[str, Any]) -> float:
     """How far a child is from what the driver accepts: its relative excess over the shared budgets
-    plus the least relative excess over any one target's latency budget (0: it meets some target)."""
+    plus the least relative excess over any one target's latency and memory budgets (memory is in
+    the target's precision; 0: it meets some target)."""
     def excess(pairs):
         return sum(max(0.0, value / limit - 1.0) for value, limit in pairs if limit is not None)
 
     shared = excess([(costs["mflops"], problem.max_mflops), (costs["params_m"], problem.max_params_m)])
-    return shared + min((excess([(costs["latency_ms"][t.name], t.max_ms)]) for t in problem.targets), default=0.0)
+    def target_excess(t):
+        latency = [(costs["latency_ms"][t.name], t.max_ms)] if t is not None else []
+        return excess(latency + [(mb, limit) for _, mb, limit in problem.memory_uses(costs, t)])
+
+    return shared + min(target_excess(t) for t in problem.targets or (None,))
 
 
 @register("nsga2", multi_target=True, settings=NSGA2Settings,
