@@ -15,7 +15,7 @@ from bignas.weights import load_weights, save_weights
 
 CHILD_FORMAT = "bignas-child"
 INT8_FILE = "child.int8.onnx"
-OUTPUTS = ("child.pt", "child.onnx", INT8_FILE, "card.json")  # what an export writes into OUT
+OUTPUTS = ("child.pt", "child.onnx", INT8_FILE, "card.json")  # what an export may write into OUT (int8: --int8 only)
 MAX_ONNX_DIFF = 1e-4  # largest |ONNX Runtime - PyTorch| output difference an export accepts
 
 
@@ -32,9 +32,31 @@ def save_child(static: nn.Module, space, child, path: str | Path) -> None:
     save_weights(state, path)
 
 
-def load_child(path: str | Path) -> nn.Module:
-    """The static child saved by `bignas export` (child.pt), in eval mode, ready to run at its
-    resolution; `model.arch` is its architecture dict."""
+class OnnxChild:
+    """An exported ONNX child, fp32 (child.onnx) or int8 (child.int8.onnx), run by ONNX Runtime:
+    `model(images)` returns the logits (numpy) of a float32 batch (N, C, R, R), normalised as in
+    training, at the child's resolution `model.resolution`."""
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+        self.input = self.session.get_inputs()[0]
+        self.resolution = self.input.shape[2]
+
+    def __call__(self, images):
+        import numpy as np
+
+        x = images.detach().cpu().numpy() if hasattr(images, "detach") else images
+        return self.session.run(None, {self.input.name: np.asarray(x, dtype=np.float32)})[0]
+
+
+def load_child(path: str | Path) -> nn.Module | OnnxChild:
+    """The child saved by `bignas export`: child.pt as a static PyTorch module in eval mode, ready to
+    run at its resolution (`model.arch` is its architecture dict); an .onnx file (child.onnx,
+    child.int8.onnx) as an `OnnxChild`, run by ONNX Runtime."""
+    if Path(path).suffix == ".onnx":
+        return OnnxChild(path)
     from bignas.nn.child import StaticNet
     from bignas.space import parse_space
     from bignas.plan import plan

@@ -36,12 +36,14 @@ class QuantizeError(BignasError):
 
 @dataclass(frozen=True)
 class Int8Format:
-    # Signed activations and weights (S8S8) are what ONNX Runtime's QDQ kernels take on x86-64 with
-    # or without VNNI, and on Arm; unsigned activations (U8S8) are the alternative its docs give for
-    # x86, with reduce_range on CPUs without VNNI (7-bit weights: no saturation of the 16-bit
-    # intermediate sums of pmaddubsw). Weights per channel: depthwise convolutions of these spaces
-    # have channels of very different ranges, and one scale per tensor loses them.
-    activations: Literal["s8", "u8"] = rules("s8", help="s8: signed int8 activations (S8S8); u8: unsigned (U8S8)")
+    # Unsigned activations, signed weights (U8S8) by measurement: on an x86-64 CPU with VNNI and
+    # ONNX Runtime 1.32 (README, "int8"), U8S8 children fuse into QLinearConv / QLinearMul /
+    # QLinearSigmoid and run 4-5x faster than S8S8 ones, whose Q/DQ pairs stay around float
+    # convolutions. ONNX Runtime's docs ask for reduce_range with U8S8 on x86 CPUs without VNNI
+    # (7-bit weights: the 16-bit intermediate sums of pmaddubsw cannot saturate); Arm CPUs take
+    # S8S8. Weights per channel: depthwise convolutions of these spaces have channels of very
+    # different ranges, and one scale per tensor loses them.
+    activations: Literal["s8", "u8"] = rules("u8", help="u8: unsigned int8 activations (U8S8); s8: signed (S8S8)")
     per_channel: bool = rules(True, help="one weight scale per output channel (else one per tensor)")
     reduce_range: bool = rules(False, help="7-bit weights: for U8S8 on x86 CPUs without VNNI")
 
@@ -68,16 +70,18 @@ FINALISTS = 5
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over batches of images."""
+    """ONNX Runtime's CalibrationDataReader protocol over batches of images, fed one image at a
+    time: the entropy and percentile calibrators stack every call's outputs into one array, which
+    batches of unequal sizes (250 images, then 6) break."""
 
     def __init__(self, name: str, batches: Iterable[np.ndarray]) -> None:
-        self.name, self.batches = name, iter(batches)
+        self.name, self.images = name, (image for batch in batches for image in batch)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         import numpy as np
 
-        batch = next(self.batches, None)
-        return None if batch is None else {self.name: np.ascontiguousarray(batch, dtype=np.float32)}
+        image = next(self.images, None)
+        return None if image is None else {self.name: np.ascontiguousarray(image[None], dtype=np.float32)}
 
 
 def quantize(fp32: str | Path, out: str | Path, batches: Iterable[np.ndarray], fmt: Int8Format = Int8Format(),

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+import bignas
 from bignas.cli import main
 from bignas.data import load_dataset, resize_batch
 from bignas.latency.fit import predict
@@ -20,7 +21,7 @@ from bignas.space import load_space
 from test_latency import FAST_PROFILE, TINY_SPACE
 from test_train import write_cifar10
 
-INT8_PROFILE = FAST_PROFILE.replace("name: fast", "name: fast-int8") + "precision: int8\nint8: {activations: s8}\n"
+INT8_PROFILE = FAST_PROFILE.replace("name: fast", "name: fast-int8") + "precision: int8\nint8: {activations: u8}\n"
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,8 @@ def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
     mid = (predict(t, space, space.min()) + predict(t, space, space.max())) / 2
     args = ["search", "--run", str(run), "--table", str(tables["fast-int8"]), "--max-latency-ms", str(mid),
             "--budget", "4", "--int8-finalists", "2", "--int8-images", "48", "--quiet"]
-    assert main(args + ["--out", str(root / "s8")]) == 0
-    result = json.loads((root / "s8" / "search.json").read_text())["devices"][0]
+    assert main(args + ["--out", str(root / "int8")]) == 0
+    result = json.loads((root / "int8" / "search.json").read_text())["devices"][0]
     finalists = result["int8"]["finalists"]
     assert len(finalists) == 2 and result["int8"]["calibration"] == {"method": "minmax", "images": 48}
     by_fp32 = sorted((p["top1_val"] for p in result["evaluated"]), reverse=True)[:2]
@@ -102,8 +103,8 @@ def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
     assert sum(r["precision"] == "int8" for r in records) == 2
     assert sum(r["precision"] == "fp32" for r in records) == len(result["evaluated"])
     # Searched again: every figure from the cache, fp32 and int8 kept apart.
-    assert main(args + ["--out", str(root / "s8-again")]) == 0
-    again = json.loads((root / "s8-again" / "search.json").read_text())
+    assert main(args + ["--out", str(root / "int8-again")]) == 0
+    again = json.loads((root / "int8-again" / "search.json").read_text())
     assert again["evaluated_fresh"] == 0 and again["devices"][0]["best"] == best
     assert len((run / "accuracy.jsonl").read_text().splitlines()) == len(records)
 
@@ -111,7 +112,7 @@ def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
     # Runtime (computed here again from the file's logits), not copied from fp32.
     capsys.readouterr()
     out = root / "e8"
-    assert main(["export", "--run", str(run), "--arch", str(root / "s8" / "best.json"), "--int8", "--int8-images",
+    assert main(["export", "--run", str(run), "--arch", str(root / "int8" / "best.json"), "--int8", "--int8-images",
                  "48", "--table", str(tables["fast"]), "--table", str(tables["fast-int8"]), "--max-latency-ms",
                  str(mid), "--out", str(out)]) == 0
     card = json.loads(capsys.readouterr().out)
@@ -124,6 +125,12 @@ def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
     assert not np.array_equal(logits_int8, logits_fp32)  # a quantized model, not the fp32 one
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops(out / "child.int8.onnx")
     assert 0 <= card["top1_test_int8"] <= 1
+    # bignas.load_child runs the int8 file as users would.
+    model = bignas.load_child(out / "child.int8.onnx")
+    images = np.random.default_rng(0).standard_normal((3, 3, resolution, resolution), dtype=np.float32)
+    session = ort.InferenceSession(str(out / "child.int8.onnx"), providers=["CPUExecutionProvider"])
+    assert model.resolution == resolution
+    np.testing.assert_array_equal(model(images), session.run(None, {"images": images})[0])
     int8 = card["int8"]
     assert int8["format"] == Int8Format().to_dict() and int8["calibration"]["split"] == "train"
     assert int8["table"] == str(tables["fast-int8"]) and card["table"] == str(tables["fast"])

@@ -27,7 +27,8 @@ def document(problem: Problem, strategy: str, budget: int, seed: int, settings: 
             "constraints": {"max_mflops": problem.max_mflops, "max_params_m": problem.max_params_m,
                             "max_weights_mb": problem.max_weights_mb, "max_activation_mb": problem.max_activation_mb,
                             "devices": [{"name": t.name, "table": str(t.table.path), "max_latency_ms": t.max_ms,
-                                         "latency_stat": t.stat} for t in problem.targets]},
+                                         "latency_stat": t.stat, "precision": t.table.precision}
+                                        for t in problem.targets]},
             "devices": [target_result(problem, target, search) for search in searches for target in search.targets]}
 
 
@@ -62,7 +63,8 @@ def target_result(problem: Problem, target: Target | None, search: Search) -> di
     return {"target": name, "device": name,  # "device": the name before targets, kept for readers of it
             "table": str(target.table.path) if target else None,
             "max_latency_ms": target.max_ms if target else None,
-            "latency_stat": target.stat if target else None, "strategy": search.strategy, "x": x,
+            "latency_stat": target.stat if target else None,
+            "precision": target.table.precision if target else "fp32", "strategy": search.strategy, "x": x,
             "budget_x": budget_x,
             "best": best, "evaluated": evaluated, "pareto": pareto_front(feasible, x),
             "progress": progress(top1s),
