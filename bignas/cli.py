@@ -14,8 +14,9 @@ from typing import Callable
 from bignas import __version__
 from bignas.cost import child_cost
 from bignas.errors import BignasError
-from bignas.memory import child_memory
 from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, STATS, TRANSFER_CHILDREN
+from bignas.latency.profiles import profile_names
+from bignas.memory import child_memory
 from bignas.quantize import FINALISTS, METHODS, Calibration
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "where it stopped. For a device without PyTorch: --bundle DIR here, then "
                                    "`python -m bignas.latency.device DIR --out FILE` on the device, then "
                                    "--calibrate FILE here.")
-    p.add_argument("--profile", help="device profile: a shipped name (cpu-1t, cpu-2t, cuda) or a YAML file; "
+    p.add_argument("--profile", help=f"device profile: a shipped name ({', '.join(profile_names())}) or a YAML file; "
                                     "required unless --calibrate or --transfer (there: the table's own by default)")
     p.add_argument("--space", default=None,
                    help=f"search space: a shipped name ({', '.join(space_names())}) or a YAML file "
@@ -375,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "card says whether the predicted and measured latency of each table's model meet it")
     p.add_argument("--int8", action="store_true",
                    help="also write child.int8.onnx: ONNX Runtime's static QDQ quantization (as the int8 table's "
-                        "profile says, else signed int8, weights per channel), calibrated on training images; "
-                        "its top-1 on val and test is measured in ONNX Runtime and written in the card")
+                        "profile says, else U8S8: unsigned int8 activations, signed int8 weights per channel), "
+                        "calibrated on training images; its top-1 on val and test is measured in ONNX Runtime and "
+                        "written in the card")
     _add_int8_calibration(p, "--int8")
     _add_latency_stat(p)
     p.add_argument("--out", type=out_path, required=True, help="output directory")

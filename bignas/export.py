@@ -40,7 +40,10 @@ class OnnxChild:
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime
 
-        self.session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=list(providers))
+        except Exception as e:  # onnxruntime's NoSuchFile, InvalidProtobuf, ... derive from Exception only
+            raise BignasError(f"{path}: ONNX Runtime cannot load it: {e}") from e
         self.input = self.session.get_inputs()[0]
         self.resolution = self.input.shape[2]
 

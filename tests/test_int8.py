@@ -2,6 +2,7 @@
 --int8 and its accuracy measured in ONNX Runtime, a search with an int8 target, and the refusals
 that keep the two precisions apart."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,10 +14,12 @@ import yaml
 import bignas
 from bignas.cli import main
 from bignas.data import load_dataset, resize_batch
+from bignas.errors import BignasError
+from bignas.evaluate import quantize_child
 from bignas.latency.fit import predict
 from bignas.latency.models import export_child
 from bignas.latency.table import TableError, read_table
-from bignas.quantize import Int8Format
+from bignas.quantize import Calibration, Int8Format
 from bignas.space import load_space
 from test_latency import FAST_PROFILE, TINY_SPACE
 from test_train import write_cifar10
@@ -85,7 +88,7 @@ def onnx_val_top1(path, data, space, resolution):
     return right / total, logits
 
 
-def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
+def test_search_with_an_int8_target_and_its_export(int8_run, tmp_path, capsys):
     root, run, tables, space, data = int8_run
     t = read_table(tables["fast-int8"], space.hash)
     mid = (predict(t, space, space.min()) + predict(t, space, space.max())) / 2
@@ -131,6 +134,10 @@ def test_search_with_an_int8_target_and_its_export(int8_run, capsys):
     session = ort.InferenceSession(str(out / "child.int8.onnx"), providers=["CPUExecutionProvider"])
     assert model.resolution == resolution
     np.testing.assert_array_equal(model(images), session.run(None, {"images": images})[0])
+    truncated = tmp_path / "truncated.int8.onnx"
+    truncated.write_bytes((out / "child.int8.onnx").read_bytes()[:200])
+    with pytest.raises(BignasError, match="truncated.int8.onnx"):
+        bignas.load_child(truncated)
     int8 = card["int8"]
     assert int8["format"] == Int8Format().to_dict() and int8["calibration"]["split"] == "train"
     assert int8["table"] == str(tables["fast-int8"]) and card["table"] == str(tables["fast"])
@@ -150,3 +157,23 @@ def test_the_two_precisions_are_never_mixed(int8_run, capsys):
         assert main(["export", "--run", str(run), "--arch", str(arch), *extra, "--out", str(root / "never")]) == 2
         assert words in capsys.readouterr().err
         assert not (root / "never").exists()
+
+
+def test_calibration_reads_the_training_split_only(int8_run, tmp_path):
+    """The activation ranges of an int8 model depend on the training images alone: swapping val and
+    test leaves every scale and zero point as it was, while other training images change them.
+    Entropy calibration too, whose calibration batches are of unequal sizes here (32, 32, 8)."""
+    _, _, _, space, data = int8_run
+    dataset = load_dataset(data)
+    fp32 = tmp_path / "child.onnx"
+    export_child(space, space.max(), fp32)
+
+    def ranges(data, method: str) -> dict[str, bytes]:
+        out = tmp_path / f"{method}.{len(list(tmp_path.glob('*.int8.onnx')))}.int8.onnx"
+        quantize_child(fp32, out, data, 32, space.max().resolution, Int8Format(), Calibration(method, 72))
+        return {i.name: onnx.numpy_helper.to_array(i).tobytes() for i in onnx.load(str(out)).graph.initializer}
+
+    for method in ("minmax", "entropy"):
+        base = ranges(dataset, method)
+        assert ranges(dataclasses.replace(dataset, val=dataset.test, test=dataset.val), method) == base
+        assert ranges(dataclasses.replace(dataset, train=dataset.test), method) != base

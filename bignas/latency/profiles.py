@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 from bignas.errors import BignasError
 from bignas.quantize import Int8Format, Precision
-from bignas.schema import from_dict, load_yaml, rules
+from bignas.schema import from_dict, load_yaml, rules, shipped
 
 ExecutionMode = Literal["sequential", "parallel"]
 OptimizationLevel = Literal["disable", "basic", "extended", "all"]
@@ -67,6 +67,11 @@ def parse_profile(data: Any, source: str) -> DeviceProfile:
         raise ProfileError(f"{source}: field 'provider': unknown ONNX Runtime execution provider "
                            f"'{profile.provider}' (known: {ort.get_all_providers()})")
     return dataclasses.replace(profile, source=source)
+
+
+def profile_names() -> list[str]:
+    """Names of the device profiles shipped with the package."""
+    return shipped("profiles")
 
 
 def load_profile(name_or_path: str | Path) -> DeviceProfile:

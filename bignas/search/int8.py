@@ -26,6 +26,7 @@ from bignas.search.problem import Problem
 from bignas.space import Child
 from bignas.train.run_dir import TrainedRun
 
+
 def int8_evaluator(trained: TrainedRun, dataset: Dataset, data_spec: str, fmt: Int8Format, calibration: Calibration,
                    rank: int = 0, world_size: int = 1, on_result=None) -> Evaluator:
     """`evaluator(children) -> int8 val top-1` of each child (cached), quantized with `fmt` and `calibration`."""
