@@ -18,6 +18,9 @@ from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, ST
 from bignas.latency.profiles import profile_names
 from bignas.memory import child_memory
 from bignas.quantize import FINALISTS, METHODS, Calibration
+from bignas.schema import describe_options
+from bignas.search.guided import GuidedSettings
+from bignas.search.halving import HalvingSettings
 from bignas.space import load_space, space_names
 from bignas.train.config import DEVICES
 
@@ -105,22 +108,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from bignas.search.command import search_run
+    from bignas.search.command import search_command
 
-    doc = search_run(args.run, args.table or [], args.max_latency_ms or [], out=args.out,
-                     max_mflops=args.max_mflops, max_params_m=args.max_params_m, max_weights_mb=args.max_weights_mb,
-                     max_activation_mb=args.max_activation_mb, strategy=args.strategy,
-                     options=args.option or [], budget=args.budget, seed=args.seed, data=args.data,
-                     device=args.device, quiet=args.quiet, latency_stat=args.latency_stat,
-                     int8=Calibration(args.int8_method, args.int8_images), int8_finalists=args.int8_finalists)
-    if doc is not None:
-        print(json.dumps({"out": args.out, "devices": [
-            {"device": r["target"], "top1_val": b["top1_val"], "latency_ms": b["latency_ms"],
-             "latency_stat": r.get("latency_stat"),
-             "mflops": round(b["mflops"], 4), "params_m": round(b["params_m"], 6), "arch": b["arch"],
-             "hypervolume": round(r["hypervolume"]["normalised"], 6)} if (b := r["best"]) is not None
-            else {"device": r["target"], "best": None}
-            for r in doc["devices"]]}))
+    return search_command(args)
+
+
+def cmd_predictor(args: argparse.Namespace) -> int:
+    from bignas.search.predictor_run import predictor_run
+
+    print(json.dumps(predictor_run(args.run, samples=args.samples, seed=args.seed, data=args.data,
+                                   device=args.device, quiet=args.quiet)))
     return 0
 
 
@@ -335,6 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a setting of the chosen strategy (repeat for several); "
                         + "; ".join(f"{name}: {STRATEGIES[name].describe_settings()}" for name in sorted(STRATEGIES)))
     p.add_argument("--budget", type=positive(int, MAX_BUDGET), default=40, help="accuracy evaluations per device (default: 40)")
+    p.add_argument("--predictor", action="store_true",
+                   help="predictor-guided: each round the strategy screens candidates on an accuracy predictor "
+                        "fitted on RUN/accuracy.jsonl and on this search's evaluations, and only the best "
+                        "predicted are evaluated (--budget counts those only); search.json gives each child's "
+                        "predicted_top1 beside its measured top1_val")
+    p.add_argument("--predictor-option", action="append", metavar="KEY=VALUE",
+                   help=f"a setting of --predictor (repeat for several): {describe_options(GuidedSettings)}")
+    p.add_argument("--fidelity", choices=["full", "successive-halving"], default="full",
+                   help="full: every candidate gets the full estimate (BN recalibration + top-1 on all val images); "
+                        "successive-halving: every candidate is scored on a val subset after a shorter "
+                        "recalibration, the best share is promoted rung by rung up to the full estimate, and only "
+                        "full-fidelity top-1 is reported (--budget counts candidates; default: %(default)s)")
+    p.add_argument("--fidelity-option", action="append", metavar="KEY=VALUE",
+                   help=f"a setting of successive halving (repeat for several; tuples as [a, b]): "
+                        f"{describe_options(HalvingSettings)}")
     p.add_argument("--int8-finalists", type=positive(int), default=FINALISTS, metavar="K",
                    help="for an int8 target: its K feasible children with the best fp32 val top-1 are quantized "
                         "(as 'bignas export --int8' does) and scored in ONNX Runtime; the best int8 val top-1 "
@@ -346,6 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("predictor", help="fit the run's accuracy predictor on its accuracy cache (JSON)",
+                       description="Evaluate --samples random children (BN recalibration + val top-1, cached in "
+                                   "RUN/accuracy.jsonl like a search's), then fit an accuracy predictor on every "
+                                   "child the cache holds for the run's weights and data: ridge regression and "
+                                   "once-for-all's MLP on the one-hot child encoding, compared by 5-fold "
+                                   "cross-validated Kendall tau; the better one is written to RUN/predictor.json "
+                                   "with its cache's digest (a predictor whose cache has changed since is refused "
+                                   "as stale). Prints one JSON object: the kind, the children it was fitted on, "
+                                   "the cost, and every kind's cross-validated Kendall tau, Spearman and mean "
+                                   "absolute error in top-1 points.")
+    p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
+    p.add_argument("--samples", type=int, default=100, metavar="N",
+                   help="random children to evaluate first (seeded; those already cached cost nothing; "
+                        "0: refit on the cache as it is; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random children and of the fit (default: 0)")
+    p.add_argument("--data", help="dataset spec (default: the run's)")
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predictor)
 
     p = sub.add_parser("compare", help="plot several searches' Pareto fronts and progress curves on one figure",
                        description="Read the search.json of each OUT folder written by 'bignas search' (for "

@@ -45,8 +45,9 @@ def top1(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], resolution:
 
 
 def evaluate_child(supernet: Supernet, child: Child, dataset: Dataset, split: str, *,
-                   calibration_images: int, batch_size: int) -> tuple[float, nn.Module]:
-    """Top-1 of `child` on `split` after BN recalibration; also returns the calibrated static child.
+                   calibration_images: int, batch_size: int, images: int | None = None) -> tuple[float, nn.Module]:
+    """Top-1 of `child` on `split` (or on a fixed subset of `images` of it: `Split.subset`) after BN
+    recalibration; also returns the calibrated static child.
 
     The supernet is left untouched: calibration runs on the extracted copy.
     """
@@ -54,7 +55,7 @@ def evaluate_child(supernet: Supernet, child: Child, dataset: Dataset, split: st
     static = extract(supernet, child)
     n = min(calibration_images, len(dataset.train))
     recalibrate_bn(static, dataset.calibration_batches(n, batch_size, child.resolution), device)
-    return top1(static, dataset.split(split).eval_batches(batch_size), child.resolution, device), static
+    return top1(static, dataset.split(split).eval_batches(batch_size, images), child.resolution, device), static
 
 
 def quantize_child(fp32: Path, out: Path, dataset: Dataset, batch_size: int, resolution: int, fmt: Int8Format,

@@ -148,6 +148,18 @@ def parse_assignments(items: list[str], what: str, error: type[BignasError]) -> 
     return pairs
 
 
+def from_options(cls: type, items: list[str], what: str, error: type[BignasError]) -> Any:
+    """Dataclass `cls` of options from `key=value` strings (`parse_assignments`); every key not given
+    keeps its default, unknown keys and bad values are an `error` naming `what` (e.g. `--option`)."""
+    return from_dict(cls, dict(parse_assignments(items, what, error)), what, error)
+
+
+def describe_options(cls: type) -> str:
+    """`name=default (help)` for each field of the options dataclass `cls`, for `--help`."""
+    return ", ".join(f"{f.name}={f.default} ({f.metadata.get('help', '')})" for f in dataclasses.fields(cls)) \
+        or "no options"
+
+
 def shipped(kind: str) -> list[str]:
     """Names of the YAML files shipped in `bignas/<kind>/` (kind: spaces, recipes or profiles)."""
     folder = resources.files("bignas") / kind

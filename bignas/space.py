@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, get_args
@@ -207,6 +208,15 @@ class SearchSpace:
         """The fixed-length genome: (name, sorted options) of every choice, blocks up to each
         stage's maximum depth included (see `encode`)."""
         return list(self._decisions)
+
+    def decision_blocks(self) -> list[tuple[int, int] | None]:
+        """Per decision of `decisions()`: (stage i, block j) for block j's kernel or expand of stage i,
+        which shapes a child only when that stage's depth is greater than j; None for the others."""
+        out: list[tuple[int, int] | None] = []
+        for name, _ in self._decisions:
+            m = re.fullmatch(r"stages\[(\d+)\]\.(?:kernels|expands)\[(\d+)\]", name)
+            out.append((int(m[1]), int(m[2])) if m else None)
+        return out
 
     @functools.cached_property  # encode / decode run once per candidate of a search; a space never changes
     def _decisions(self) -> tuple[tuple[str, tuple], ...]:

@@ -2,6 +2,7 @@
 a tiny space trained one epoch on a small CIFAR-10 written to disk, profiled with ONNX Runtime."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from bignas.latency.fit import predict
 from bignas.latency.table import TableError, read_table, write_table
 from bignas.nn import extract
 from bignas.search.command import search_run
+from bignas.search.halving import HalvingSettings
 from bignas.search.problem import SearchError
 from bignas.space import load_space
 from bignas.train.run_dir import TrainedRun
@@ -193,3 +195,38 @@ def test_export_writes_a_consistent_checked_card(tiny_run, capsys):
     assert json.loads((out / "card.json").read_text())["arch"] == other.to_dict(space)
     assert bignas.load_child(out / "child.pt").arch == other.to_dict(space)
     assert not [p for p in root.iterdir() if p.name.startswith(".export")]  # no temporary folder left
+
+
+def test_predictor_command_and_a_guided_search(tiny_run, capsys):
+    root, run, table, space, mid = tiny_run
+    assert main(["search", "--run", str(run), "--table", str(table), "--max-latency-ms", str(mid), "--predictor",
+                 "--predictor-option", "screen=50", "--budget", "3", "--out", str(root / "guided"), "--quiet"]) == 0
+    doc = json.loads((root / "guided" / "search.json").read_text())
+    (result,) = doc["devices"]
+    assert doc["predictor"]["screen"] == 50 and result["predictor"]["prior_children"] >= 0
+    assert len(result["evaluated"]) <= 3 and all("top1_val" in p for p in result["evaluated"])
+    fits(doc, space, table, mid)
+    assert main(["predictor", "--run", str(run), "--samples", "-1"]) == 2
+    assert "--samples must be 0 or more" in capsys.readouterr().err
+    assert main(["predictor", "--run", str(run), "--samples", "40", "--quiet"]) == 0  # the tiny space has 12 children
+    out = json.loads(capsys.readouterr().out)
+    assert out["children"] == space.child_count() and set(out["cross_validation"]) == {"folds", "ridge", "mlp"}
+    stored = json.loads((run / "predictor.json").read_text())
+    assert stored["kind"] == out["kind"] and stored["children"] == out["children"]
+    assert main(["search", "--run", str(run), "--predictor-option", "screen=0", "--predictor", "--budget", "3",
+                 "--out", str(root / "bad")]) == 2
+    assert "--predictor-option" in capsys.readouterr().err and not (root / "bad").exists()
+
+
+def test_successive_halving_reports_full_fidelity_top1_only(tiny_run):
+    root, run, table, space, mid = tiny_run
+    doc = search_run(run, [str(table)], [mid], out=root / "halving", budget=4, seed=2, quiet=True,
+                     halving=HalvingSettings(val_images=(32,), calibration_images=(16,), keep=0.5))
+    (result,) = doc["devices"]
+    screened = result["fidelity"]["screened"]
+    assert doc["fidelity"]["method"] == "successive-halving" and 1 <= len(screened) <= 4
+    assert len(result["evaluated"]) == math.ceil(0.5 * len(screened))
+    trained = TrainedRun.open(run, torch.device("cpu"))
+    dataset = trained.dataset()
+    for p in result["evaluated"]:  # the full estimate, as `bignas evaluate` gives it
+        assert p["top1_val"] == trained.evaluate(space.child_from_dict(p["arch"]), dataset, "val")[0]

@@ -18,6 +18,12 @@ of a process pays once (imports, oneDNN building the LSTM controller's kernels: 
 which otherwise lands on whichever seed runs first. That once-per-process cost is printed apart,
 as the warm-up search's overhead beside its candidates.
 
+Cheaper estimation (issue 16): --guided NAME ... adds those strategies predictor-guided, with no
+prior children (the budget counts every child the predictor learns from); --halving NAME ... adds
+them with successive halving (the budget counts candidates; the eval s column is the evaluation
+wall-clock of all rungs). With --fresh-cache every search starts from an empty cache, so eval s is
+the real cost of its evaluations.
+
 Usage: python tools/bench_strategies.py --run RUN [--data cifar10:PATH] [--json results.json]
 """
 
@@ -29,7 +35,9 @@ import os
 import platform
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from importlib import resources
 
 import torch
@@ -38,6 +46,8 @@ from bignas.latency.fit import predict
 from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.evaluator import Evaluator
+from bignas.search.guided import make_guided
+from bignas.search.halving import make_halving, rung_settings
 from bignas.search.problem import Problem, SearchError, Target
 from bignas.search.strategies import STRATEGIES, make_settings
 from bignas.train.run_dir import TrainedRun
@@ -85,6 +95,20 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=sorted(STRATEGIES), choices=sorted(STRATEGIES))
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the strategies benchmarked (as search --option); give one strategy")
+    parser.add_argument("--guided", nargs="+", default=[], choices=sorted(STRATEGIES), metavar="STRATEGY",
+                        help="also run these strategies predictor-guided (as search --predictor, shown as "
+                             "NAME+predictor), with no prior children: their budget counts every child the "
+                             "predictor was fitted on")
+    parser.add_argument("--predictor-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the guided runs (as search --predictor-option)")
+    parser.add_argument("--halving", nargs="+", default=[], choices=sorted(STRATEGIES), metavar="STRATEGY",
+                        help="also run these strategies with successive halving (as search --fidelity "
+                             "successive-halving, shown as NAME+halving): the budget counts candidates")
+    parser.add_argument("--fidelity-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the successive-halving runs (as search --fidelity-option)")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="every search evaluates into a new, empty accuracy cache (in a temporary folder), "
+                             "so its evaluation seconds are real and no search reuses another's work")
     parser.add_argument("--setups", nargs="+", default=["one", "two"], choices=["one", "two"],
                         help="one: the first table alone; two: every table at once")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -94,9 +118,16 @@ def main() -> None:
     if args.option and len(args.strategies) != 1:
         parser.error("--option sets one strategy's settings: give that one with --strategies")
     try:
-        settings = {name: make_settings(name, args.option) for name in args.strategies}
+        settings = {name: make_settings(name, args.option if name in args.strategies else [])
+                    for name in {*args.strategies, *args.guided, *args.halving}}
+        guided = make_guided(args.predictor_option)
+        halving = make_halving(args.fidelity_option)
     except SearchError as e:
         parser.error(str(e))
+    # (label, strategy, guided settings or None, halving settings or None) of every search benchmarked
+    variants = ([(name, name, None, None) for name in args.strategies]
+                + [(f"{name}+predictor", name, guided, None) for name in args.guided]
+                + [(f"{name}+halving", name, None, halving) for name in args.halving])
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     run = TrainedRun.open(args.run, torch.device("cpu"))
@@ -107,6 +138,23 @@ def main() -> None:
     targets = tuple(halfway_target(t, space) for t in tables)
     evaluator = Evaluator(run.supernet, space, dataset, run.dir.accuracy_file, data_spec=data,
                           calibration_images=config.eval.calibration_images, batch_size=config.eval.batch_size)
+    scratch = tempfile.TemporaryDirectory(prefix="bench_strategies-")
+    fresh = 0  # children evaluated by the searches' own evaluators (with --fresh-cache or successive halving)
+
+    def search(strategy: str, guide, halve, problem: Problem, budget: int, seed: int) -> dict:
+        """One search, as `bignas search` runs it, on the run's cache or (--fresh-cache) a new one."""
+        nonlocal fresh
+        cache = Path(scratch.name) / f"{len(os.listdir(scratch.name))}.jsonl" if args.fresh_cache \
+            else run.dir.accuracy_file
+        full = evaluator if not args.fresh_cache else Evaluator(
+            run.supernet, space, dataset, cache, data_spec=data, calibration_images=config.eval.calibration_images,
+            batch_size=config.eval.batch_size)
+        lower = [Evaluator(run.supernet, space, dataset, cache, data_spec=data, batch_size=config.eval.batch_size,
+                           **rung) for rung in (rung_settings(halve) if halve is not None else [])]
+        doc = driver.run(strategy, problem, lower[0] if lower else full, budget, seed, settings[strategy], guide, (),
+                         halve, [*lower[1:], full] if lower else ())
+        fresh += sum(e.fresh for e in lower) + (full.fresh if full is not evaluator else 0)
+        return doc
     test_top1: dict[str, float] = {}
 
     def on_test(child) -> float:
@@ -120,10 +168,9 @@ def main() -> None:
         print(f"target {t.name}: budget {t.max_ms:.4f} ms (halfway between the smallest and largest child)")
     testbed(space, evaluator, on_test)
     warmups = {}
-    for strategy in args.strategies:
-        (r,) = driver.run(strategy, Problem(space, targets[:1]), evaluator, WARMUP_BUDGET, 0,
-                          settings[strategy])["devices"]
-        warmups[strategy] = {"overhead_ms": 1e3 * r["overhead_s"], "candidates": r["candidates_considered"]}
+    for label, strategy, guide, halve in variants:
+        (r,) = search(strategy, guide, halve, Problem(space, targets[:1]), WARMUP_BUDGET, 0)["devices"]
+        warmups[label] = {"overhead_ms": 1e3 * r["overhead_s"], "candidates": r["candidates_considered"]}
     print("first search of the process (warm-up, not in the figures below): " + "; ".join(
         f"{name} {w['overhead_ms']:.1f} ms overhead over {w['candidates']} candidates" for name, w in warmups.items()))
     setups = {name: ts for key, name, ts in (("one", "one target", targets[:1]), ("two", "two targets", targets))
@@ -133,27 +180,27 @@ def main() -> None:
         if setup == "two targets" and len(targets) < 2:
             continue
         print(f"\n== {setup}: {', '.join(t.name for t in problem_targets)}")
-        print(f"{'budget':>6} {'strategy':>15} {'target':>8} {'best val top-1':>17} {'its test top-1':>17} "
-              f"{'hypervolume':>17} {'overhead ms/cand':>17} {'ms/eval':>8}")
+        print(f"{'budget':>6} {'strategy':>20} {'target':>8} {'best val top-1':>17} {'its test top-1':>17} "
+              f"{'hypervolume':>17} {'overhead ms/cand':>17} {'ms/eval':>8} {'eval s':>15}")
         for budget in args.budgets:
-            for strategy in args.strategies:
+            for label, strategy, guide, halve in variants:
                 per_target: dict[str, dict[str, list[float]]] = {}
                 for seed in range(args.seeds):
-                    doc = driver.run(strategy, Problem(space, problem_targets), evaluator, budget, seed,
-                                     settings[strategy])
+                    doc = search(strategy, guide, halve, Problem(space, problem_targets), budget, seed)
                     for r in doc["devices"]:
                         slot = per_target.setdefault(r["target"], {"val": [], "test": [], "hv": [], "ovh": [],
-                                                                   "ovh_eval": []})
+                                                                   "ovh_eval": [], "eval_s": []})
                         slot["val"].append(r["best"]["top1_val"] if r["best"] else 0.0)
                         slot["test"].append(on_test(space.child_from_dict(r["best"]["arch"])) if r["best"] else 0.0)
                         slot["hv"].append(r["hypervolume"]["normalised"])
                         slot["ovh"].append(r["overhead_ms_per_candidate"])
                         slot["ovh_eval"].append(1e3 * r["overhead_s"] / max(len(r["evaluated"]), 1))
+                        slot["eval_s"].append(r["evaluation_s"])
                 for target, s in per_target.items():
-                    rows.append({"setup": setup, "budget": budget, "strategy": strategy, "target": target, **s})
-                    print(f"{budget:>6} {strategy:>15} {target:>8} {mean_sd(s['val']):>17} {mean_sd(s['test']):>17} "
+                    rows.append({"setup": setup, "budget": budget, "strategy": label, "target": target, **s})
+                    print(f"{budget:>6} {label:>20} {target:>8} {mean_sd(s['val']):>17} {mean_sd(s['test']):>17} "
                           f"{mean_sd(s['hv']):>17} {statistics.median(s['ovh']):>17.4f} "
-                          f"{statistics.median(s['ovh_eval']):>8.2f}")
+                          f"{statistics.median(s['ovh_eval']):>8.2f} {mean_sd(s['eval_s']):>15}")
         for budget in args.budgets:
             for target in [t.name for t in problem_targets]:
                 mine = sorted((r for r in rows if r["setup"] == setup and r["budget"] == budget
@@ -164,7 +211,7 @@ def main() -> None:
                           f"({mean_sd(a['val'])}), {statistics.mean(a['val']) - statistics.mean(b['val']):+.4f} "
                           f"over {b['strategy']} ({mean_sd(b['val'])})")
     elapsed = time.perf_counter() - start
-    print(f"\nwhole benchmark: {elapsed / 60:.1f} min; {evaluator.fresh} fresh evaluations, "
+    print(f"\nwhole benchmark: {elapsed / 60:.1f} min; {evaluator.fresh + fresh} fresh evaluations, "
           f"{len(evaluator.known())} children cached")
     if args.json:
         with open(args.json, "w") as f:

@@ -90,11 +90,21 @@ class Split(ABC):
                                 world_size * batch_size))
         return self._batches(chunks)
 
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Every image once, in order, without augmentation; the last batch may be smaller."""
+    def eval_batches(self, batch_size: int, images: int | None = None) -> Iterator[Batch]:
+        """Every image once, in order, without augmentation; the last batch may be smaller. With
+        `images`, only that many (`subset`): a low-fidelity estimate."""
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        return self._batches([Chunk(idx, None) for idx in torch.arange(len(self)).split(batch_size)])
+        return self._batches([Chunk(idx, None) for idx in self.subset(images).split(batch_size)])
+
+    def subset(self, images: int | None = None) -> torch.Tensor:
+        """Indices of a fixed subset of `images` images, in order: the first of one seeded permutation,
+        so a smaller subset is part of every larger one. None (or at least the split's size): all."""
+        if images is None or images >= len(self):
+            return torch.arange(len(self))
+        if images < 1:
+            raise DataError(f"a subset needs at least 1 image, got {images}")
+        return torch.randperm(len(self), generator=_generator("subset", 0))[:images].sort().values
 
     def _batches(self, chunks: list[Chunk]) -> Iterator[Batch]:
         for images, labels in self._uint8_batches(chunks):

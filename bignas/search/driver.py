@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from bignas.search.guided import Guided, GuidedSettings
+from bignas.search.halving import HalvingSettings, promote
 from bignas.search.problem import Evaluated, Problem, Search, SearchError, Target
 from bignas.search.report import document
 from bignas.search.strategies import get_strategy, make_settings, settings_dict
@@ -22,16 +24,27 @@ Evaluate = Callable[[list[Child]], list[float]]
 
 
 def run(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int,
-        settings: Any = None) -> dict[str, Any]:
+        settings: Any = None, guided: GuidedSettings | None = None,
+        prior: Sequence[tuple[Child, float]] = (), halving: HalvingSettings | None = None,
+        higher: Sequence[Evaluate] = ()) -> dict[str, Any]:
     """Search with `strategy_name` and return the search.json document (see `report.document`).
-    `settings`: the strategy's options (see `strategies.make_settings`); None means its defaults."""
+    `settings`: the strategy's options (see `strategies.make_settings`); None means its defaults.
+    `guided`: screen the strategy's candidates on an accuracy predictor (see `guided`), fitted on
+    `prior` (known children and their val top-1) and on what the search evaluates.
+    `halving`: successive halving (see `halving`): `evaluate` is the lowest fidelity, `higher` the
+    next ones up to the full estimate; `budget` counts the candidates of the lowest."""
     settings = make_settings(strategy_name) if settings is None else settings
-    return document(problem, strategy_name, budget, seed, settings_dict(settings),
-                    searches(strategy_name, problem, evaluate, budget, seed, settings))
+    found = searches(strategy_name, problem, evaluate, budget, seed, settings, guided, prior)
+    if halving is not None:
+        found = promote(problem, found, [evaluate, *higher], halving.keep)
+    return document(problem, strategy_name, budget, seed, settings_dict(settings), found,
+                    settings_dict(guided) if guided is not None else None,
+                    settings_dict(halving) if halving is not None else None)
 
 
 def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, seed: int,
-             settings: Any = None) -> list[Search]:
+             settings: Any = None, guided: GuidedSettings | None = None,
+             prior: Sequence[tuple[Child, float]] = ()) -> list[Search]:
     """One search per target for a single-target strategy (seeded by target name), else one in all."""
     info = get_strategy(strategy_name)
     settings = make_settings(strategy_name) if settings is None else settings
@@ -44,14 +57,16 @@ def searches(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: i
     if info.multi_target:
         names = [t.name if t is not None else "any" for t in targets]
         rng = random.Random(derive_seed("search", seed, *names))
-        return [run_one(info.name, problem, evaluate, budget, rng, tuple(targets), settings)]
+        return [run_one(info.name, problem, evaluate, budget, rng, tuple(targets), settings, guided, prior)]
     return [run_one(info.name, problem, evaluate, budget,
-                    random.Random(derive_seed("search", seed, t.name if t is not None else "any")), (t,), settings)
+                    random.Random(derive_seed("search", seed, t.name if t is not None else "any")), (t,), settings,
+                    guided, prior)
             for t in targets]
 
 
 def run_one(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: int, rng: random.Random,
-            targets: tuple[Target | None, ...] = (None,), settings: Any = None) -> Search:
+            targets: tuple[Target | None, ...] = (None,), settings: Any = None, guided: GuidedSettings | None = None,
+            prior: Sequence[tuple[Child, float]] = ()) -> Search:
     """One search with a given `rng`: over `targets` for a multi-target strategy, else over the one target."""
     info = get_strategy(strategy_name)
     settings = make_settings(strategy_name) if settings is None else settings
@@ -59,6 +74,11 @@ def run_one(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: in
         raise SearchError(f"strategy {info.name!r} searches one target at a time, got {len(targets)}")
     start, eval_s, checks = time.perf_counter(), 0.0, problem.checks
     strategy = info.factory(problem if info.multi_target else problem.view(targets[0]), rng, budget, settings)
+    if guided is not None:  # the strategy starts, then screens candidates on the predictor: a search of it per round
+        def screen(surrogate: Evaluate, n: int, screen_rng: random.Random) -> list[Child]:
+            return [e.child for e in run_one(info.name, problem, surrogate, n, screen_rng, targets, settings).evaluated]
+
+        strategy = Guided(problem, targets, rng, guided, strategy, screen, prior)
     done: dict[str, Evaluated] = {}
     order: list[Evaluated] = []
     while len(order) < budget:
@@ -82,7 +102,8 @@ def run_one(strategy_name: str, problem: Problem, evaluate: Evaluate, budget: in
             order.append(done[child.hash])
         strategy.tell([done[c.hash] for c in asked])
     overhead = time.perf_counter() - start - eval_s
-    return Search(info.name, targets, order, eval_s, overhead, problem.checks - checks)
+    notes = strategy.notes() if isinstance(strategy, Guided) else {}
+    return Search(info.name, targets, order, eval_s, overhead, problem.checks - checks, notes)
 
 
 def _check_feasible(name: str, problem: Problem, targets: tuple[Target | None, ...], child: Child) -> None:

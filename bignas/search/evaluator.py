@@ -20,10 +20,12 @@ import torch.distributed as dist
 from bignas.data import Dataset
 from bignas.nn import Supernet
 from bignas.evaluate import evaluate_child
+from bignas.io import digest
 from bignas.space import Child, SearchSpace
 
 
-UNRECORDED = {"precision": "fp32"}  # what records written before int8 evaluations measured
+# what records written before int8 evaluations and validation subsets measured
+UNRECORDED = {"precision": "fp32", "val_images": None}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -42,22 +44,29 @@ class Evaluator:
     `evaluate_child`); the cache is keyed on `supernet`'s weights either way. `precision`: what
     `evaluate_one` measures, in the cache's context (default {"precision": "fp32"}; an int8 one
     also says how it quantizes: see `search.int8`), so fp32 and int8 accuracies never mix.
+    `val_images`: measure on a fixed subset of that many validation images (`Split.subset`), a
+    lower fidelity, cached apart from the whole split's accuracies.
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, cache_file: str | Path, *,
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  on_result: Callable[[], None] | None = None,
-                 evaluate_one: Callable[[Child], float] | None = None, precision: dict[str, Any] | None = None) -> None:
+                 evaluate_one: Callable[[Child], float] | None = None, precision: dict[str, Any] | None = None,
+                 val_images: int | None = None) -> None:
         self.supernet, self.space, self.dataset = supernet, space, dataset
-        self.calibration_images, self.batch_size = calibration_images, batch_size
+        if val_images is not None and dataset is not None and val_images >= len(dataset.val):
+            val_images = None  # the whole split
+        self.calibration_images, self.batch_size, self.val_images = calibration_images, batch_size, val_images
         self.rank, self.world_size = rank, world_size
         self.on_result = on_result
         self.evaluate_one = evaluate_one or self._evaluate
         self.path = Path(cache_file)
         self.context = {"weights": weights_digest(supernet), "data": data_spec,
                         "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
-                        "calibration_images": calibration_images, **(precision or {"precision": "fp32"})}
+                        "calibration_images": calibration_images, "val_images": val_images,
+                        **(precision or {"precision": "fp32"})}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
+        self.archs: dict[str, dict[str, Any]] = {}  # hash -> architecture, of the children in the cache (rank 0)
         self.cache = self._load() if rank == 0 else {}
         if world_size > 1:  # every rank must split the same `todo`: they all take rank 0's reading of the file
             shared = [(self.cache, self.skipped)]
@@ -87,8 +96,18 @@ class Evaluator:
         """Every cached accuracy for these weights and data: child hash -> val top-1."""
         return dict(self.cache)
 
+    def known_children(self) -> list[tuple[Child, float]]:
+        """Every cached (child, val top-1) for these weights and data, in the order they were cached."""
+        return [(self.space.child_from_dict(self.archs[h], f"{self.path}: child {h}"), top1)
+                for h, top1 in self.cache.items() if h in self.archs]
+
+    def digest(self) -> str:
+        """A hash of what the cache holds for these weights and data: it changes when a child is added."""
+        return digest(json.dumps([self.context, sorted(self.cache.items())]))
+
     def _record(self, child: Child, top1: float) -> None:
         self.cache[child.hash] = top1
+        self.archs[child.hash] = child.to_dict(self.space)
         self.fresh += 1
         if self.rank == 0:
             self._append(child, top1)
@@ -96,8 +115,8 @@ class Evaluator:
             self.on_result()
 
     def _evaluate(self, child: Child) -> float:
-        top1, _ = evaluate_child(self.supernet, child, self.dataset, "val",
-                                 calibration_images=self.calibration_images, batch_size=self.batch_size)
+        top1, _ = evaluate_child(self.supernet, child, self.dataset, "val", calibration_images=self.calibration_images,
+                                 batch_size=self.batch_size, images=self.val_images)
         return top1
 
     def _load(self) -> dict[str, float]:
@@ -109,12 +128,14 @@ class Evaluator:
                 record = json.loads(line)
                 if all(record.get(k, UNRECORDED.get(k)) == v for k, v in self.context.items()):
                     cache[record["hash"]] = float(record["top1"])
+                    if isinstance(record.get("arch"), dict):
+                        self.archs[record["hash"]] = record["arch"]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 self.skipped += 1  # a line cut short by a killed run: that child is simply evaluated again
         return cache
 
     def _append(self, child: Child, top1: float) -> None:
-        record = {"hash": child.hash, "top1": top1, **self.context, "arch": child.to_dict(self.space)}
+        record = {"hash": child.hash, "top1": top1, **self.context, "arch": self.archs[child.hash]}
         line = (json.dumps(record) + "\n").encode()
         with open(self.path, "a+b") as f:  # one write per record: a kill loses at most the last line
             if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":

@@ -177,3 +177,4 @@ class Search:
     eval_s: float
     overhead_s: float
     considered: int  # feasibility checks the strategy made (candidates considered)
+    notes: dict[str, Any] = field(default_factory=dict)  # a guided search's predictions (see `guided`)

@@ -20,10 +20,14 @@ OUTPUTS = ("search.json", "pareto*.png", "best*.json")  # what a search writes i
 
 
 def document(problem: Problem, strategy: str, budget: int, seed: int, settings: dict[str, Any],
-             searches: list[Search]) -> dict[str, Any]:
-    """The search.json document: the problem, and one result per target ("devices", kept for compatibility)."""
+             searches: list[Search], guided: dict[str, Any] | None = None,
+             halving: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The search.json document: the problem, and one result per target ("devices", kept for compatibility).
+    `guided`: the predictor's settings of a guided search (`guided.GuidedSettings`), else None;
+    `halving`: the settings of successive halving (`halving.HalvingSettings`), else None (full fidelity)."""
+    fidelity = {"method": "successive-halving", **halving} if halving is not None else {"method": "full"}
     return {"space": problem.space.name, "space_hash": problem.space.hash, "strategy": strategy,
-            "strategy_settings": settings, "budget": budget, "seed": seed,
+            "strategy_settings": settings, "predictor": guided, "fidelity": fidelity, "budget": budget, "seed": seed,
             "constraints": {"max_mflops": problem.max_mflops, "max_params_m": problem.max_params_m,
                             "max_weights_mb": problem.max_weights_mb, "max_activation_mb": problem.max_activation_mb,
                             "devices": [{"name": t.name, "table": str(t.table.path), "max_latency_ms": t.max_ms,
@@ -40,10 +44,13 @@ def target_result(problem: Problem, target: Target | None, search: Search) -> di
     name = target.name if target is not None else "any"
     x = "latency_ms" if target is not None else "mflops"
     evaluated, feasible, top1s = [], [], []
+    predicted = search.notes.get("predicted", {})
     for e in search.evaluated:
         point = {"arch": e.child.to_dict(space), "hash": e.child.hash, "top1_val": e.top1,
                  "latency_ms": e.costs["latency_ms"].get(name), "mflops": e.costs["mflops"],
                  "params_m": e.costs["params_m"]}
+        if e.child.hash in predicted:  # a guided search: what the predictor said, beside the measurement
+            point["predicted_top1"] = predicted[e.child.hash]
         if "memory" in e.costs:  # with a memory budget
             point.update(e.costs["memory"].summary())
         evaluated.append(point)
@@ -70,6 +77,8 @@ def target_result(problem: Problem, target: Target | None, search: Search) -> di
             "progress": progress(top1s),
             "hypervolume": {"value": hv, "normalised": hv / ref_x,
                             "reference": {x: ref_x, "top1_val": 0.0}},
+            "predictor": search.notes.get("predictor"),
+            "fidelity": search.notes.get("fidelity"),  # successive halving: its rungs, low-fidelity top-1s
             "candidates_considered": considered,
             "overhead_ms_per_candidate": round(1e3 * search.overhead_s / max(considered, 1), 4),
             "evaluation_s": round(search.eval_s, 4), "overhead_s": round(search.overhead_s, 4)}

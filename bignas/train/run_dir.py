@@ -6,6 +6,7 @@
     RUN/checkpoints/     step-XXXXXXXX.pt, the newest few (bignas.train.checkpoint)
     RUN/supernet.pt      the final weights
     RUN/accuracy.jsonl   the search's accuracy cache (bignas.search.evaluator)
+    RUN/predictor.json   the accuracy predictor fitted on that cache (bignas.search.predictor_run)
     RUN/tensorboard/     event files, when tensorboard is installed
 """
 
@@ -48,6 +49,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.final_file = self.path / "supernet.pt"
         self.accuracy_file = self.path / "accuracy.jsonl"
+        self.predictor_file = self.path / "predictor.json"
         self.tensorboard_dir = self.path / "tensorboard"
 
     def __str__(self) -> str:

@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from bignas.schema import from_dict, parse_assignments
+from bignas.schema import describe_options, from_dict, from_options
 from bignas.search.strategies.base import NoSettings, StrategyFactory
 
 F = TypeVar("F", bound=Callable)
@@ -32,8 +32,7 @@ class StrategyInfo:
 
     def describe_settings(self) -> str:
         """`name=default (help)` for each option, for `--help`."""
-        return ", ".join(f"{f.name}={f.default} ({f.metadata.get('help', '')})"
-                         for f in dataclasses.fields(self.settings)) or "no options"
+        return describe_options(self.settings)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -65,8 +64,9 @@ def make_settings(name: str, options: list[str] | dict[str, Any] | None = None) 
     from bignas.search.problem import SearchError
 
     info = get_strategy(name)
-    values = options if isinstance(options, dict) else dict(parse_assignments(options or [], "--option", SearchError))
-    return from_dict(info.settings, values, f"--option of strategy {name!r}", SearchError)
+    if isinstance(options, dict):
+        return from_dict(info.settings, options, f"--option of strategy {name!r}", SearchError)
+    return from_options(info.settings, options or [], f"--option of strategy {name!r}", SearchError)
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

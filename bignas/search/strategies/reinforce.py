@@ -50,7 +50,6 @@ children in the same order and, with their cached accuracies, rebuilds the same 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -92,14 +91,13 @@ def packing(space: SearchSpace) -> Any:
     more than one option (a fixed one is no choice: code 0, not a controller step)."""
     from bignas.search.strategies.controller import Packing
 
-    decisions = space.decisions()
+    decisions, blocks = space.decisions(), space.decision_blocks()
     free = [i for i, (_, options) in enumerate(decisions) if len(options) > 1]
     at = {decisions[i][0]: k for k, i in enumerate(free)}  # name -> position among the free ones
     parents: list[tuple[int, int] | None] = []
     for i in free:
-        m = re.fullmatch(r"stages\[(\d+)\]\.(?:kernels|expands)\[(\d+)\]", decisions[i][0])
-        depth = f"stages[{m[1]}].depth" if m else None
-        parents.append((at[depth], int(m[2])) if depth in at else None)  # a fixed depth: always active
+        depth = f"stages[{blocks[i][0]}].depth" if blocks[i] else None
+        parents.append((at[depth], blocks[i][1]) if depth in at else None)  # a fixed depth: always active
     depths = {at[name]: options for name, options in decisions if name in at and name.endswith(".depth")}
     return Packing([len(decisions[i][1]) for i in free], parents, depths, free, len(decisions))
 
