@@ -721,7 +721,12 @@ def test_a_failed_quick_check_transfers_keeping_blocks_and_replacing_the_calibra
     again = read_table(tmp_path / "moved.json", space.hash)
     assert again.entries == wrong.entries  # the blocks are kept
     assert again.calibration != wrong.calibration and again.calibration["children"] == 5
-    assert predict(again, space, space.max()) < predict(wrong, space, space.max()) / 2
+    # The new calibration fits the children re-timed here; the wrong one is 3x off them. (Measured
+    # against what was timed on this host, not against the original table: a busy host moves both.)
+    def error(table):
+        timed = [(space.child_from_dict(c["arch"]), c["ratio"] * again.reference_ms) for c in again.children]
+        return sorted(abs(predict(table, space, child) - ms) / ms for child, ms in timed)[len(timed) // 2]
+    assert error(again) < error(wrong) / 2
     assert not (tmp_path / ".moved.work").exists()
 
 
