@@ -9,7 +9,6 @@ import random
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
 
 from bignas import __version__
 from bignas.cost import child_cost
@@ -22,7 +21,8 @@ from bignas.schema import describe_options
 from bignas.search.guided import GuidedSettings
 from bignas.search.halving import HalvingSettings
 from bignas.space import load_space, space_names
-from bignas.train.config import DEVICES
+from bignas.cli_args import add_device, out_path, positive
+from bignas.train.command import add_train_parsers
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -67,28 +67,6 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
         print(f"bignas latency-check: warning: {warning}", file=sys.stderr)
     print(json.dumps(result))
     return 0 if result.get("verified", True) else 1
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from bignas.train.config import ConfigError, load_config
-    from bignas.train.recipe import train_run
-    from bignas.train.run_dir import RunDir
-
-    overrides = list(args.overrides)
-    # Flag values are taken as given, not parsed as YAML (a path may look like a YAML value).
-    values = {k: v for k, v in (("epochs", args.epochs), ("data", args.data)) if v is not None}
-    run = RunDir(args.out)
-    if args.resume and args.config is not None:
-        raise ConfigError(f"--config {args.config} with --resume: a resumed run continues its own "
-                          f"{run.config_file}; give changes as key=value overrides")
-    # A resumed run continues from its own saved config; overrides apply on top of it, and the
-    # recipe refuses those that would change the run's trajectory.
-    config = run.read_config(overrides, values) if args.resume else \
-        load_config(args.config or "quickstart.yaml", overrides, values)
-    summary = train_run(config, run.path, resume=args.resume, show_progress=not args.quiet)
-    if summary is not None:
-        print(json.dumps(summary))
-    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -146,29 +124,6 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def out_path(value: str) -> str:
-    """An --out value: refused when empty or a bare '.' / '..', which would write into (or replace) a working folder."""
-    if Path(value).name in ("", ".", ".."):
-        raise argparse.ArgumentTypeError(f"{value!r}: name an output of its own, not the current or parent folder")
-    return value
-
-
-def positive(kind: type, limit: float | None = None, zero: bool = False) -> Callable[[str], float | int]:
-    """An argparse type: a finite number above zero (or zero, with `zero`; and at most `limit`),
-    else a usage error naming the value."""
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number {'of zero or more' if zero else 'above zero'}")
-        if limit is not None and value > limit:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be at most {limit:g}")
-        return value
-    return parse
-
-
 MAX_CHILDREN = 10_000  # whole children timed by profile or latency-check: hours already
 MAX_BUDGET = 100_000  # accuracy evaluations of one search: days already
 
@@ -188,12 +143,6 @@ def _add_latency_stat(p: argparse.ArgumentParser) -> None:
                         "90th percentile, for a budget most runs must meet (needs a table that recorded p90)")
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="torch device for the supernet (default: auto, CUDA when available; under torchrun "
-                        "each process takes the GPU of its LOCAL_RANK)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bignas",
@@ -211,24 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for --arch random (default: 0)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("train", help="train a supernet with the sandwich rule and inplace distillation",
-                       description="Train a supernet. The config file fully defines the run; flags and "
-                                   "key=value pairs override its keys. Run with torchrun for several "
-                                   "processes: torchrun --nproc_per_node=N -m bignas train ...")
-    p.add_argument("--config",
-                   help="config YAML: a path, or a shipped recipe (quickstart.yaml, cifar10.yaml, imagenet.yaml); "
-                        "default: quickstart.yaml; not with --resume, which continues the run's own config")
-    p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
-                                  "(overrides the config's 'data')")
-    p.add_argument("--out", type=out_path, default="runs/quickstart", help="run directory (default: runs/quickstart)")
-    p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint, exactly as if never stopped; "
-                        "only epochs and the device, worker, checkpoint, eval and log settings may change")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.05")
-    p.set_defaults(func=cmd_train)
+    add_train_parsers(sub)
 
     p = sub.add_parser("evaluate", help="top-1 of one child of a trained supernet (JSON)",
                        description="Extract a child, re-estimate its BN statistics on a fixed calibration "
@@ -239,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--split", choices=["val", "test"], default="val",
                    help="'val' (held out of training; what search uses) or 'test' (final reports only)")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("profile", help="measure a device's latency table with ONNX Runtime",
@@ -355,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--out", type=out_path, required=True, help="output directory")
-    _add_device(p)
+    add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
 
@@ -375,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "0: refit on the cache as it is; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random children and of the fit (default: 0)")
     p.add_argument("--data", help="dataset spec (default: the run's)")
-    _add_device(p)
+    add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predictor)
 
@@ -414,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_int8_calibration(p, "--int8")
     _add_latency_stat(p)
     p.add_argument("--out", type=out_path, required=True, help="output directory")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="train, profile, search and export on the embedded dataset, on this CPU",

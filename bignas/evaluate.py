@@ -51,11 +51,19 @@ def evaluate_child(supernet: Supernet, child: Child, dataset: Dataset, split: st
 
     The supernet is left untouched: calibration runs on the extracted copy.
     """
-    device = next(supernet.parameters()).device
     static = extract(supernet, child)
+    return evaluate_static(static, child.resolution, dataset, split, calibration_images=calibration_images,
+                           batch_size=batch_size, images=images), static
+
+
+def evaluate_static(static: nn.Module, resolution: int, dataset: Dataset, split: str, *, calibration_images: int,
+                    batch_size: int, images: int | None = None) -> float:
+    """Top-1 of a static child running at `resolution` on `split` (or a fixed subset of `images` of
+    it) after recalibrating its BN statistics in place on the fixed calibration images."""
+    device = next(static.parameters()).device
     n = min(calibration_images, len(dataset.train))
-    recalibrate_bn(static, dataset.calibration_batches(n, batch_size, child.resolution), device)
-    return top1(static, dataset.split(split).eval_batches(batch_size, images), child.resolution, device), static
+    recalibrate_bn(static, dataset.calibration_batches(n, batch_size, resolution), device)
+    return top1(static, dataset.split(split).eval_batches(batch_size, images), resolution, device)
 
 
 def quantize_child(fp32: Path, out: Path, dataset: Dataset, batch_size: int, resolution: int, fmt: Int8Format,

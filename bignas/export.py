@@ -11,9 +11,8 @@ from torch import nn
 from bignas.errors import BignasError
 from bignas.onnx_io import export_onnx, onnx_max_abs_diff, onnx_top1
 from bignas.quantize import Calibration, Int8Format
-from bignas.weights import load_weights, save_weights
+from bignas.child_file import read_child, save_child
 
-CHILD_FORMAT = "bignas-child"
 INT8_FILE = "child.int8.onnx"
 OUTPUTS = ("child.pt", "child.onnx", INT8_FILE, "card.json")  # what an export may write into OUT (int8: --int8 only)
 MAX_ONNX_DIFF = 1e-4  # largest |ONNX Runtime - PyTorch| output difference an export accepts
@@ -21,15 +20,6 @@ MAX_ONNX_DIFF = 1e-4  # largest |ONNX Runtime - PyTorch| output difference an ex
 
 class ExportError(BignasError):
     """An export that cannot be written as asked, or whose ONNX file fails its check."""
-
-
-def save_child(static: nn.Module, space, child, path: str | Path) -> None:
-    """Write `child.pt`: the static child's state dict with its arch and space, plain tensors and
-    containers only, so that `torch.load(..., weights_only=True)` reads it."""
-    plain = json.loads(json.dumps({"space": space.to_dict(), "arch": child.to_dict(space)}))  # lists, not tuples
-    state = {"format": CHILD_FORMAT, **plain,
-             "state_dict": {k: v.detach().cpu() for k, v in static.state_dict().items()}}
-    save_weights(state, path)
 
 
 class OnnxChild:
@@ -61,17 +51,12 @@ def load_child(path: str | Path) -> nn.Module | OnnxChild:
     if Path(path).suffix == ".onnx":
         return OnnxChild(path)
     from bignas.nn.child import StaticNet
-    from bignas.space import parse_space
     from bignas.plan import plan
 
-    state = load_weights(path, "child file")
-    if state.get("format") != CHILD_FORMAT:
-        raise BignasError(f"{path}: field 'format' is not {CHILD_FORMAT!r} (not written by 'bignas export'?)")
-    space = parse_space(state["space"], f"{path}: space")
-    child = space.child_from_dict(state["arch"], f"{path}: arch")
+    space, child, state_dict = read_child(path)
     model = StaticNet(plan(space, child))
-    model.load_state_dict(state["state_dict"])
-    model.arch = state["arch"]
+    model.load_state_dict(state_dict)
+    model.arch = json.loads(json.dumps(child.to_dict(space)))  # lists, as in the file
     return model.eval()
 
 
@@ -123,7 +108,7 @@ def export_run_child(run: str | Path, arch: str | Path, out: str | Path, tables:
                 "profile": table.header["profile"] if table is not None else None,
                 "table": str(table_path) if table_path is not None else None,
                 "onnxruntime": onnxruntime.__version__, "onnx_max_abs_diff": diff,
-                "run": str(run), "data": config.data}
+                "run": str(run), "data": config.data, "training": trained.training}
         if int8 is not None:
             card |= int8_export(tmp, dataset, config.eval.batch_size, space, child, int8, by_precision.get("int8"),
                                 max_latency_ms, latency_stat)

@@ -53,7 +53,7 @@ def quickstart(out: str | Path, quiet: bool = False) -> dict:
 
 def _train(run: Path, quiet: bool) -> None:
     from bignas.train.config import load_config
-    from bignas.train.recipe import train_run
+    from bignas.train.recipe import Recipe, train_run
     from bignas.train.run_dir import RunDir
 
     run_dir = RunDir(run)
@@ -61,7 +61,7 @@ def _train(run: Path, quiet: bool) -> None:
         return
     resume = run_dir.latest_checkpoint() is not None
     config = run_dir.read_config() if resume else load_config("quickstart.yaml")
-    train_run(config, run, resume=resume, show_progress=not quiet)
+    train_run(Recipe(config, run, show_progress=not quiet), resume=resume)
 
 
 def _table(out: Path, space: SearchSpace, quiet: bool, say) -> tuple[Path, LatencyTable, str]:

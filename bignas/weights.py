@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,12 @@ def load_weights(path: str | Path, what: str, error: type[BignasError] = BignasE
     if not isinstance(state, dict):
         raise error(f"{path}: not a {what} (holds a {type(state).__name__}, not a dict)")
     return state
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Hash of every tensor of `model`'s state: cached accuracies are valid for these weights only."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -57,7 +57,7 @@ def test_two_sandwich_steps_are_deterministic(tiny_config, tmp_path):
         recipe.setup()
         recipe.steps_per_epoch = 2  # two steps are enough to compare
         recipe.train()
-        runs.append(recipe.supernet.state_dict())
+        runs.append(recipe.model.state_dict())
     for key in runs[0]:
         torch.testing.assert_close(runs[0][key], runs[1][key], atol=0, rtol=0)
 

@@ -1,8 +1,8 @@
 """Elastic ops, blocks, the supernet, its training step and static-child extraction."""
 
-from bignas.nn.extract import extract
+from bignas.nn.extract import embed, extract
 from bignas.nn.child import StaticNet
 from bignas.nn.step import SupernetStep
 from bignas.nn.supernet import Supernet
 
-__all__ = ["Supernet", "SupernetStep", "StaticNet", "extract"]
+__all__ = ["Supernet", "SupernetStep", "StaticNet", "embed", "extract"]

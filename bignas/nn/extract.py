@@ -24,3 +24,18 @@ def extract(supernet: Supernet, child: Child, resolution: int | None = None) -> 
     static = StaticNet(net).to(device)
     static.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
     return static.train(supernet.training)
+
+
+@torch.no_grad()
+def embed(supernet: Supernet, child: Child, state: dict[str, torch.Tensor]) -> None:
+    """Write the state dict of `child`'s `StaticNet` into the supernet's slices: the inverse of
+    `extract`, so that `supernet(x, child)` computes what that static child computes. The weights
+    no other child shares with it are left as they were."""
+    active = supernet.active_state(plan(supernet.space, child))
+    if set(active) != set(state):
+        missing, extra = sorted(set(active) - set(state)), sorted(set(state) - set(active))
+        raise KeyError(f"the weights are not those of this child (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, target in active.items():
+        if target.shape != state[key].shape:
+            raise ValueError(f"{key}: shape {tuple(state[key].shape)}, the child needs {tuple(target.shape)}")
+        target.copy_(state[key])

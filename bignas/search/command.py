@@ -56,6 +56,7 @@ def search_run(run: str | Path, tables: list[str], limits: list[float], *, out: 
     dist = Distributed.from_env(device)  # under torchrun, each process evaluates on its own GPU
     try:
         trained = TrainedRun.open(run, dist.device)
+        trained.require_supernet("a search")
         data = data or trained.config.data
         dataset = trained.dataset(data)
         problem = Problem(trained.space, _targets(trained.space, tables, limits, latency_stat), max_mflops, max_params_m,

@@ -9,7 +9,6 @@ children still to evaluate go round the ranks in chunks of one child per rank.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -21,20 +20,12 @@ from bignas.data import Dataset
 from bignas.nn import Supernet
 from bignas.evaluate import evaluate_child
 from bignas.io import digest
+from bignas.weights import weights_digest
 from bignas.space import Child, SearchSpace
 
 
 # what records written before int8 evaluations and validation subsets measured
 UNRECORDED = {"precision": "fp32", "val_images": None}
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """Hash of every tensor of `model`'s state: cached accuracies are valid for these weights only."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 class Evaluator:

@@ -79,6 +79,7 @@ def predictor_run(run: str | Path, *, samples: int = DEFAULT_SAMPLES, seed: int 
     if samples < 0:
         raise PredictorError(f"--samples must be 0 or more, got {samples}")
     trained = TrainedRun.open(run, pick_device(device))
+    trained.require_supernet("an accuracy predictor")
     data = data or trained.config.data
     dataset = trained.dataset(data)
     rng = random.Random(derive_seed("predictor", seed))

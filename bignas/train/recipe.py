@@ -45,7 +45,7 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 class Recipe:
     """Train a supernet with the sandwich rule and inplace distillation into `run_dir`
-    (laid out by `bignas.train.run_dir.RunDir`)."""
+    (laid out by `bignas.train.run_dir.RunDir`). `self.model` is the network trained."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, show_progress: bool = True) -> None:
         self.cfg = config
@@ -62,22 +62,20 @@ class Recipe:
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.dataset = load_dataset(cfg.data, image_size=cfg.image_size, workers=cfg.workers)
         self.space = dataclasses.replace(load_space(cfg.space), num_classes=self.dataset.num_classes)
-        self.supernet = Supernet(self.space).to(self.device)
-        if cfg.model.zero_init_last_bn:
-            zero_init_last_bn(self.supernet)
+        self.model = self.build_model().to(self.device)
         if cfg.channels_last:
-            self.supernet = self.supernet.to(memory_format=torch.channels_last)
-        self.dist.prepare(self.supernet, cfg.sync_bn)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.prepare_distributed()
         # Weights were initialised alike on every rank; dropout and drop-connect masks must not be.
         torch.manual_seed(derive_seed("masks", cfg.seed, self.dist.rank))
-        self.optimizer = make_optimizer(self.supernet, cfg.optimizer)
+        self.optimizer = make_optimizer(self.model, cfg.optimizer)
         self.steps_per_epoch = self.dataset.train.steps_per_epoch(cfg.batch_size, self.dist.world_size)
         if self.steps_per_epoch == 0:
             raise RunError(f"{cfg.data}: {len(self.dataset.train)} training images are fewer than one global "
                            f"batch of {cfg.batch_size} x {self.dist.world_size}")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.steps_per_epoch, cfg.epochs, cfg.schedule))
-        self.training_step = SupernetStep(self.supernet, self.optimizer, grad_clip=cfg.optimizer.grad_clip,
+        self.training_step = SupernetStep(self.model, self.optimizer, grad_clip=cfg.optimizer.grad_clip,
                                           average=self.dist.average_gradients)
         self.step = 0
         if self.dist.is_main:
@@ -85,8 +83,49 @@ class Recipe:
         if resume:
             self.resume()
         elif self.dist.is_main:
-            self.run.create(cfg, self.space, self.dataset.summary(), self.dist.world_size)
+            self.run.create(cfg, self.space, self.dataset.summary(), self.dist.world_size, self.run_fields())
         self.writer = self._tensorboard() if self.dist.is_main else None
+
+    # ------------------------------------------------------------------ what a supernet run trains
+    # (`bignas.train.child.ChildRecipe` trains one static child instead, through these five methods)
+
+    def build_model(self) -> nn.Module:
+        supernet = Supernet(self.space)
+        if self.cfg.model.zero_init_last_bn:
+            zero_init_last_bn(supernet)
+        return supernet
+
+    def prepare_distributed(self) -> None:
+        self.dist.prepare(self.model, self.cfg.sync_bn)
+
+    def run_fields(self) -> dict[str, Any]:
+        """What run.json records besides the space, data and world size."""
+        return {}
+
+    def backward_step(self, images: torch.Tensor, labels: torch.Tensor, autocast, backward) -> dict[str, torch.Tensor]:
+        """Forward and backward of one step's children; their detached losses by log name."""
+        cfg = self.cfg
+        children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
+        parts = sandwich_backward(
+            self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
+            dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
+            distill=cfg.sandwich.distill, autocast=autocast, backward=backward)
+        return {"loss_max": parts[0], "loss_min": parts[1]}
+
+    def children_per_step(self) -> int:
+        return 2 + self.cfg.sandwich.num_random
+
+    def evaluate_epoch(self) -> dict[str, float]:
+        """Val top-1 of the largest and smallest child, by log name."""
+        record = {}
+        for name, child in (("max", self.space.max()), ("min", self.space.min())):
+            record[f"top1_{name}"], _ = evaluate_child(
+                self.model, child, self.dataset, "val",
+                calibration_images=self.cfg.eval.calibration_images, batch_size=self.cfg.eval.batch_size)
+        return record
+
+    def save_final(self) -> None:
+        self.run.save_final(self.model.state_dict(), self.space.hash)
 
     def _tensorboard(self):
         if not self.cfg.log.tensorboard:
@@ -104,14 +143,14 @@ class Recipe:
         total = cfg.epochs * self.steps_per_epoch
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not (self.show_progress and self.dist.is_main),
                    dynamic_ncols=True)
-        images_per_step = cfg.batch_size * self.dist.world_size * (2 + cfg.sandwich.num_random)
+        images_per_step = cfg.batch_size * self.dist.world_size * self.children_per_step()
         autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16,  # noqa: E731
                                           enabled=cfg.precision == "bf16")
         last = {}
         tick, tick_step = time.perf_counter(), self.step
         while self.step < total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
-            self.supernet.train()
+            self.model.train()
             for images, labels in self.dataset.train.train_batches(
                     cfg.batch_size, seed=cfg.seed, epoch=epoch, start_step=start,
                     rank=self.dist.rank, world_size=self.dist.world_size):
@@ -119,13 +158,9 @@ class Recipe:
                 labels = labels.to(self.device, non_blocking=True)
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
                 lr = self.optimizer.param_groups[0]["lr"]
                 with self.training_step as step:
-                    parts = sandwich_backward(
-                        self.supernet, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
-                        dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-                        distill=cfg.sandwich.distill, autocast=autocast, backward=step.backward)
+                    losses = self.backward_step(images, labels, autocast, step.backward)
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
@@ -135,9 +170,10 @@ class Recipe:
                     speed = images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
                     tick, tick_step = now, self.step
                     last = {"kind": "step", "step": self.step, "epoch": epoch, "lr": lr,
-                            "loss_max": parts[0].item(), "loss_min": parts[1].item(),
+                            **{name: loss.item() for name, loss in losses.items()},
                             "images_per_s": round(speed, 1)}
-                    bar.set_postfix(loss=f"{last['loss_max']:.3f}", lr=f"{lr:.4f}", img_s=f"{speed:.0f}")
+                    first = next(iter(losses))
+                    bar.set_postfix(loss=f"{last[first]:.3f}", lr=f"{lr:.4f}", img_s=f"{speed:.0f}")
                     self._log(last)
                 if self.step % self.steps_per_epoch == 0:
                     self._end_epoch(epoch)
@@ -145,21 +181,16 @@ class Recipe:
                     self.save()
         bar.close()
         if self.dist.is_main:
-            self.run.save_final(self.supernet.state_dict(), self.space.hash)
+            self.save_final()
         self.dist.barrier()
         return last
 
     def _end_epoch(self, epoch: int) -> None:
         cfg = self.cfg
         if cfg.eval.every_epochs and (epoch + 1) % cfg.eval.every_epochs == 0 and self.dist.is_main:
-            record = {"kind": "epoch", "epoch": epoch, "step": self.step}
-            for name, child in (("max", self.space.max()), ("min", self.space.min())):
-                record[f"top1_{name}"], _ = evaluate_child(
-                    self.supernet, child, self.dataset, "val",
-                    calibration_images=cfg.eval.calibration_images, batch_size=cfg.eval.batch_size)
-            self._log(record)
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 largest {record['top1_max']:.4f}, "
-                       f"smallest {record['top1_min']:.4f}")
+            scores = self.evaluate_epoch()
+            self._log({"kind": "epoch", "epoch": epoch, "step": self.step, **scores})
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         self.dist.barrier()
         self.save()
 
@@ -182,7 +213,7 @@ class Recipe:
         if not self.dist.is_main:
             return
         state = {
-            "model": self.supernet.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
@@ -209,7 +240,7 @@ class Recipe:
                 tqdm.write("resuming with " + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
                 self.run.write_config(self.cfg)
         try:
-            self.supernet.load_state_dict(state["model"])
+            self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
@@ -222,11 +253,9 @@ class Recipe:
             self.run.truncate_metrics(self.step)
 
 
-def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
-              show_progress: bool = True) -> dict[str, Any] | None:
-    """`bignas train`: set up, train (or resume) and close; the last log record on rank 0, None
-    on the other ranks under torchrun."""
-    recipe = Recipe(config, run_dir, show_progress=show_progress)
+def train_run(recipe: Recipe, resume: bool = False) -> dict[str, Any] | None:
+    """`bignas train` and `bignas finetune`: set up, train (or resume) and close; the last log
+    record on rank 0, None on the other ranks under torchrun."""
     try:
         recipe.setup(resume=resume)
         last = recipe.train()
@@ -234,4 +263,4 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         recipe.close()
     if not recipe.dist.is_main:
         return None
-    return {"run": str(run_dir), "steps": recipe.step, **{k: v for k, v in last.items() if k != "kind"}}
+    return {"run": str(recipe.run), "steps": recipe.step, **{k: v for k, v in last.items() if k != "kind"}}

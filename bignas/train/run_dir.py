@@ -5,6 +5,8 @@
     RUN/metrics.jsonl    one record per log interval and per evaluated epoch
     RUN/checkpoints/     step-XXXXXXXX.pt, the newest few (bignas.train.checkpoint)
     RUN/supernet.pt      the final weights
+    RUN/child.pt         instead, those of a run that trained one child (`train --arch`, `finetune`),
+                         in the child file format (bignas.child_file), with run.json's 'arch' and 'training'
     RUN/accuracy.jsonl   the search's accuracy cache (bignas.search.evaluator)
     RUN/predictor.json   the accuracy predictor fitted on that cache (bignas.search.predictor_run)
     RUN/tensorboard/     event files, when tensorboard is installed
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ from bignas.data import Dataset, load_dataset
 from bignas.errors import BignasError
 from bignas.evaluate import evaluate_child
 from bignas.io import atomic_path, read_json, write_json
-from bignas.nn import Supernet
+from bignas.child_file import read_child, save_child
+from bignas.nn import Supernet, embed
 from bignas.space import Child, SearchSpace, parse_space
 from bignas.train.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                      save_checkpoint)
@@ -48,6 +51,7 @@ class RunDir:
         self.metrics_file = self.path / "metrics.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.final_file = self.path / "supernet.pt"
+        self.child_file = self.path / "child.pt"
         self.accuracy_file = self.path / "accuracy.jsonl"
         self.predictor_file = self.path / "predictor.json"
         self.tensorboard_dir = self.path / "tensorboard"
@@ -57,9 +61,11 @@ class RunDir:
 
     # ------------------------------------------------------------------ training writes
 
-    def create(self, config: TrainConfig, space: SearchSpace, data: dict[str, Any], world_size: int) -> None:
-        """Start a fresh run: its config, space and data summary, and an empty metrics log."""
-        held = [p.name for p in (self.meta_file, self.final_file) if p.exists()]
+    def create(self, config: TrainConfig, space: SearchSpace, data: dict[str, Any], world_size: int,
+               fields: dict[str, Any] | None = None) -> None:
+        """Start a fresh run: its config, space and data summary (and `fields`: see `read_meta`), and
+        an empty metrics log."""
+        held = [p.name for p in (self.meta_file, self.final_file, self.child_file) if p.exists()]
         held += [self.checkpoints.name] if self.latest_checkpoint() is not None else []
         held += [self.metrics_file.name] if self.metrics_file.exists() and self.metrics_file.stat().st_size else []
         if held:
@@ -68,7 +74,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
         write_json(self.meta_file, {"space": space.to_dict(), "space_hash": space.hash, "data": data,
-                                    "world_size": world_size})
+                                    "world_size": world_size, **(fields or {})})
         self.metrics_file.write_text("")
 
     def write_config(self, config: TrainConfig) -> None:
@@ -123,11 +129,36 @@ class RunDir:
             raise RunError(f"{self.path}: no {self.config_file.name} (is this a directory written by 'bignas train'?)")
         return load_config(self.config_file, overrides, values)
 
-    def read_space(self) -> SearchSpace:
+    def read_meta(self) -> dict[str, Any]:
+        """run.json: 'space', 'space_hash', 'data', 'world_size'; a run of one child also 'arch' (its
+        architecture) and 'training' (how: {"kind": "alone" | "finetuned", ...})."""
         meta = read_json(self.meta_file, "run file (is this a directory written by 'bignas train'?)", RunError)
         if not isinstance(meta, dict) or "space" not in meta:
             raise RunError(f"{self.meta_file}: field 'space' is missing")
-        return parse_space(meta["space"], str(self.meta_file))
+        return meta
+
+    def read_space(self) -> SearchSpace:
+        return parse_space(self.read_meta()["space"], str(self.meta_file))
+
+    def read_arch(self, space: SearchSpace) -> Child | None:
+        """The child a run of one child trains; None for a supernet run."""
+        arch = self.read_meta().get("arch")
+        return None if arch is None else space.child_from_dict(arch, f"{self.meta_file}: arch")
+
+    def save_child(self, model: nn.Module, space: SearchSpace, child: Child) -> None:
+        save_child(model, space, child, self.child_file)
+
+    def read_child_weights(self, space: SearchSpace, child: Child) -> dict[str, Any]:
+        """The state dict of a run of one child: its child.pt, else its newest checkpoint's."""
+        if not self.child_file.exists():
+            if self.latest_checkpoint() is None:
+                raise RunError(f"{self.path}: no weights yet (neither {self.child_file.name} nor "
+                               f"{self.checkpoints.name}/step-*.pt)")
+            return self.load_latest_checkpoint(space.hash)[1]["model"]
+        saved_space, saved, state = read_child(self.child_file, CheckpointError)
+        if saved_space.hash != space.hash or saved != child:
+            raise CheckpointError(f"{self.child_file}: fields 'space' and 'arch' are not those of {self.meta_file}")
+        return state
 
     def read_weights(self, space: SearchSpace) -> dict[str, Any]:
         """The supernet state dict: the final weights, else those of the newest checkpoint (a
@@ -158,7 +189,9 @@ class TrainedRun:
     """A trained run opened for use: its space, config and supernet, in eval mode on `device`.
 
     Evaluate, search and export all go through it. The device is the caller's choice: under
-    torchrun each rank passes its own (`Distributed.from_env(choice).device`).
+    torchrun each rank passes its own (`Distributed.from_env(choice).device`). A run of one child
+    (`arch` set) is opened as a supernet holding that child's weights: it evaluates and exports that
+    child only (`check_child`), and cannot be searched (`require_supernet`).
     """
 
     dir: RunDir
@@ -166,18 +199,38 @@ class TrainedRun:
     config: TrainConfig
     supernet: Supernet
     device: torch.device
+    arch: Child | None = None
+    training: dict[str, Any] = field(default_factory=lambda: {"kind": "supernet"})
 
     @classmethod
     def open(cls, path: str | Path, device: torch.device) -> "TrainedRun":
         run = RunDir(path)
-        space = run.read_space()
+        meta = run.read_meta()
+        space = parse_space(meta["space"], str(run.meta_file))
         config = run.read_config()
+        arch = run.read_arch(space)
         supernet = Supernet(space)
+        state = run.read_weights(space) if arch is None else run.read_child_weights(space, arch)
         try:
-            supernet.load_state_dict(run.read_weights(space))
-        except RuntimeError as e:  # a state dict of other shapes under the right hash: a corrupt file
+            if arch is None:
+                supernet.load_state_dict(state)
+            else:
+                embed(supernet, arch, state)
+        except (RuntimeError, KeyError, ValueError) as e:  # other shapes under the right hash: a corrupt file
             raise CheckpointError(f"{run.path}: weights do not fit its space ({e})") from None
-        return cls(run, space, config, supernet.to(device).eval(), device)
+        training = dict(meta.get("training", {"kind": "supernet"}), epochs=config.epochs)
+        return cls(run, space, config, supernet.to(device).eval(), device, arch, training)
+
+    def check_child(self, child: Child) -> None:
+        """Refuse, in a run of one child, any other child: the rest of its supernet is untrained."""
+        if self.arch is not None and child != self.arch:
+            raise RunError(f"{self.dir}: trained one child ({self.dir.meta_file.name}, field 'arch'), not a "
+                           f"supernet; only that child can be evaluated or exported from it")
+
+    def require_supernet(self, what: str) -> None:
+        if self.arch is not None:
+            raise RunError(f"{self.dir}: trained one child ({self.dir.meta_file.name}, field 'arch'), not a "
+                           f"supernet: {what} needs a run of 'bignas train' without --arch")
 
     def dataset(self, data: str | None = None) -> Dataset:
         """The run's dataset, or `data` instead (same classes), at the run's image size."""
@@ -191,6 +244,7 @@ class TrainedRun:
     def evaluate(self, child: Child, dataset: Dataset, split: str = "val") -> tuple[float, nn.Module]:
         """Top-1 of `child` on `split` after BN recalibration with the run's eval settings, and the
         calibrated static child."""
+        self.check_child(child)
         return evaluate_child(self.supernet, child, dataset, split,
                               calibration_images=self.config.eval.calibration_images,
                               batch_size=self.config.eval.batch_size)

@@ -1,0 +1,162 @@
+"""Training one child as a static network with a supernet's recipe: alone from scratch (`bignas train
+--arch`, the baseline every NAS paper reports), or fine-tuned from a trained supernet's weights with
+its largest child as teacher (`bignas finetune`)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bignas.data import resize_batch
+from bignas.evaluate import evaluate_static, recalibrate_bn
+from bignas.nn import StaticNet, extract
+from bignas.plan import plan
+from bignas.space import Child
+from bignas.train.config import TrainConfig
+from bignas.train.recipe import Recipe
+from bignas.train.run_dir import RunDir, RunError, TrainedRun
+from bignas.train.sandwich import soft_cross_entropy
+from bignas.weights import weights_digest
+
+# A fine-tuning run starts from its supernet's config, with: no warm-up (the weights are trained
+# already), a tenth of the peak learning rate, and no dropout or drop-connect (the sliced children
+# were trained without them). Overrides given on the command line come after these.
+FINETUNE_LR_SCALE = 0.1
+FINETUNE_DEFAULTS = ("schedule.warmup_epochs=0.0", "model.dropout=0.0", "model.drop_connect=0.0")
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """Where a fine-tuned child starts: `run`, a supernet run; with `teacher`, the student learns
+    that run's largest child's soft predictions (as in inplace distillation), else the labels."""
+
+    run: Path
+    teacher: bool = True
+
+
+class ChildRecipe(Recipe):
+    """Train the child `arch` (a dict, as in an architecture file) of the config's space into
+    `run_dir`, from scratch or as `finetune` says. Resuming reads the child (and where it started)
+    from the run; an `arch` given then must be the same. Everything else (data order, optimizer,
+    schedule, checkpoints, resume) is the supernet recipe's."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, arch: dict[str, Any] | None,
+                 finetune: Finetune | None = None, show_progress: bool = True, source: str = "--arch") -> None:
+        super().__init__(config, run_dir, show_progress)
+        self.arch, self.finetune, self.source = arch, finetune, source
+        self.teacher: nn.Module | None = None
+        self.resuming = False
+
+    def setup(self, resume: bool = False) -> None:
+        self.resuming = resume
+        super().setup(resume)
+
+    # ------------------------------------------------------------------ the five methods of a recipe
+
+    def build_model(self) -> nn.Module:
+        cfg = self.cfg
+        self.child = self._child()
+        model = StaticNet(plan(self.space, self.child), dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect)
+        if self.finetune is None:
+            if cfg.model.zero_init_last_bn:  # as the supernet's residual blocks start (BigNAS Sec. 3.2)
+                for block in model.blocks:
+                    if getattr(block, "residual", False):
+                        nn.init.zeros_(block.project.bn.weight)
+            return model
+        trained = self._source()
+        model.load_state_dict(extract(trained.supernet, self.child).state_dict())
+        largest = self.space.max()
+        teacher = extract(trained.supernet, largest)
+        for net, child in ((model, self.child), (teacher, largest)):  # BN statistics of these children
+            recalibrate_bn(net, self.dataset.calibration_batches(
+                min(cfg.eval.calibration_images, len(self.dataset.train)), cfg.eval.batch_size, child.resolution),
+                self.device)
+        if self.finetune.teacher:
+            self.teacher = teacher.eval().requires_grad_(False)
+            if cfg.channels_last:
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
+        return model
+
+    def prepare_distributed(self) -> None:
+        if self.dist.world_size > 1 and self.cfg.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.dist.prepare(self.model, sync_bn=False)
+
+    def run_fields(self) -> dict[str, Any]:
+        if self.finetune is None:
+            training = {"kind": "alone"}
+        else:
+            training = {"kind": "finetuned", "from": str(self.finetune.run.resolve()), "weights": self._weights,
+                        "teacher": "largest" if self.finetune.teacher else None}
+        return {"arch": self.child.to_dict(self.space), "training": training}
+
+    def backward_step(self, images: torch.Tensor, labels: torch.Tensor, autocast, backward) -> dict[str, torch.Tensor]:
+        with autocast():
+            logits = self.model(resize_batch(images, self.child.resolution)).float()
+            if self.teacher is None:
+                loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.optimizer.label_smoothing)
+            else:
+                with torch.no_grad():
+                    target = F.softmax(self.teacher(resize_batch(images, self.space.max().resolution)).float(), 1)
+                loss = soft_cross_entropy(logits, target)
+        backward(loss)
+        return {"loss": loss.detach()}
+
+    def children_per_step(self) -> int:
+        return 1
+
+    def evaluate_epoch(self) -> dict[str, float]:
+        model = copy.deepcopy(self.model)  # recalibration must not touch the running statistics trained
+        return {"top1": evaluate_static(model, self.child.resolution, self.dataset, "val",
+                                        calibration_images=self.cfg.eval.calibration_images,
+                                        batch_size=self.cfg.eval.batch_size)}
+
+    def save_final(self) -> None:
+        self.run.save_child(self.model, self.space, self.child)
+
+    # ------------------------------------------------------------------ where the child comes from
+
+    def _child(self) -> Child:
+        if not self.resuming:
+            if self.arch is None:
+                raise RunError(f"{self.run}: no child architecture given")
+            return self.space.child_from_dict(self.arch, self.source)
+        meta = self.run.read_meta()
+        saved = self.run.read_arch(self.space)
+        if saved is None:
+            raise RunError(f"{self.run}: a supernet run (no field 'arch' in {self.run.meta_file.name}); resume it "
+                           f"with 'bignas train --resume', without --arch")
+        if self.arch is not None and self.space.child_from_dict(self.arch, self.source) != saved:
+            raise RunError(f"{self.source}: not the child this run trains ({self.run.meta_file}, field 'arch')")
+        training = meta.get("training", {})
+        if self.finetune is None and training.get("kind") == "finetuned":
+            self.finetune = Finetune(Path(training["from"]), training.get("teacher") is not None)
+        self._expected_weights = training.get("weights")
+        return saved
+
+    def _source(self) -> TrainedRun:
+        """The supernet run fine-tuning starts from; on resume, refused if its weights changed since."""
+        trained = TrainedRun.open(self.finetune.run, self.device)
+        trained.require_supernet("fine-tuning")
+        if trained.space.hash != self.space.hash:
+            raise RunError(f"{self.finetune.run}: its search space is not this run's ('{self.cfg.space}')")
+        self._weights = weights_digest(trained.supernet)
+        expected = getattr(self, "_expected_weights", None)
+        if self.resuming and expected is not None and expected != self._weights:
+            raise RunError(f"{self.finetune.run}: its weights changed since this fine-tuning began "
+                           f"({self.run.meta_file}, field 'training.weights'): the teacher would not be the same")
+        return trained
+
+
+def finetune_config(run: str | Path, epochs: int, overrides: list[str] | None = None) -> TrainConfig:
+    """The config of fine-tuning a child of supernet run `run` for `epochs`: the run's own config,
+    changed by `FINETUNE_DEFAULTS` and the learning rate scale, then by `overrides` (`key=value`)."""
+    source = RunDir(run)
+    lr = source.read_config().optimizer.lr * FINETUNE_LR_SCALE
+    return source.read_config([*FINETUNE_DEFAULTS, f"optimizer.lr={lr!r}", *(overrides or [])], {"epochs": epochs})

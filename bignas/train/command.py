@@ -1,0 +1,119 @@
+"""`bignas train` (a supernet, or with --arch one child alone) and `bignas finetune`: their parsers and commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bignas.cli_args import out_path, positive
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bignas.io import read_json
+    from bignas.train.child import ChildRecipe
+    from bignas.train.config import ConfigError, load_config
+    from bignas.train.recipe import Recipe, train_run
+    from bignas.train.run_dir import RunDir
+
+    overrides = list(args.overrides)
+    # Flag values are taken as given, not parsed as YAML (a path may look like a YAML value).
+    values = {k: v for k, v in (("epochs", args.epochs), ("data", args.data)) if v is not None}
+    run = RunDir(args.out)
+    if args.resume and args.config is not None:
+        raise ConfigError(f"--config {args.config} with --resume: a resumed run continues its own "
+                          f"{run.config_file}; give changes as key=value overrides")
+    # A resumed run continues from its own saved config; overrides apply on top of it, and the
+    # recipe refuses those that would change the run's trajectory.
+    config = run.read_config(overrides, values) if args.resume else \
+        load_config(args.config or "quickstart.yaml", overrides, values)
+    show = not args.quiet
+    one_child = args.arch is not None or (args.resume and run.meta_file.exists() and "arch" in run.read_meta())
+    if one_child:
+        arch = read_json(args.arch, "architecture file", ConfigError) if args.arch else None
+        recipe = ChildRecipe(config, run.path, arch, show_progress=show, source=str(args.arch))
+    else:
+        recipe = Recipe(config, run.path, show_progress=show)
+    summary = train_run(recipe, resume=args.resume)
+    if summary is not None:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from bignas.io import read_json
+    from bignas.train.child import ChildRecipe, Finetune, finetune_config
+    from bignas.train.config import ConfigError
+    from bignas.train.recipe import train_run
+    from bignas.train.run_dir import RunDir
+
+    run = RunDir(args.out)
+    if args.resume:
+        values = {"epochs": args.epochs} if args.epochs is not None else {}
+        config = run.read_config(list(args.overrides), values)
+        finetune = None  # where it started is read from the run
+    else:
+        missing = [flag for flag, value in (("--run", args.run), ("--arch", args.arch), ("--epochs", args.epochs))
+                   if value is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} needed to start fine-tuning (only --resume reads them from --out)")
+        config = finetune_config(args.run, args.epochs, list(args.overrides))
+        finetune = Finetune(Path(args.run), teacher=not args.no_teacher)
+    arch = read_json(args.arch, "architecture file", ConfigError) if args.arch else None
+    recipe = ChildRecipe(config, run.path, arch, finetune, show_progress=not args.quiet, source=str(args.arch))
+    summary = train_run(recipe, resume=args.resume)
+    if summary is not None:
+        print(json.dumps(summary))
+    return 0
+
+
+def add_train_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a supernet with the sandwich rule and inplace distillation "
+                                     "(or, with --arch, one child alone)",
+                       description="Train a supernet. The config file fully defines the run; flags and "
+                                   "key=value pairs override its keys. Run with torchrun for several "
+                                   "processes: torchrun --nproc_per_node=N -m bignas train ... With --arch, "
+                                   "train that one child alone from scratch as a plain network, with the same "
+                                   "recipe (data order, optimizer, schedule, label smoothing, dropout and "
+                                   "drop-connect, zero-init of the last BN): the baseline a supernet child is "
+                                   "compared with. Its run directory holds child.pt; evaluate and export take it.")
+    p.add_argument("--config",
+                   help="config YAML: a path, or a shipped recipe (quickstart.yaml, cifar10.yaml, imagenet.yaml); "
+                        "default: quickstart.yaml; not with --resume, which continues the run's own config")
+    p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
+                                  "(overrides the config's 'data')")
+    p.add_argument("--arch", metavar="FILE.json",
+                   help="train only this child of the config's space (an architecture JSON file, e.g. from "
+                        "'bignas inspect' or search.json), alone from scratch")
+    p.add_argument("--out", type=out_path, default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint, exactly as if never stopped; "
+                        "only epochs and the device, worker, checkpoint, eval and log settings may change")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.05")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune one extracted child, its supernet's largest child as teacher",
+                       description="Train one child of a trained supernet further, as a plain network starting "
+                                   "from the supernet's weights (BN statistics recalibrated first), learning the "
+                                   "soft predictions of the supernet's largest child. The config is the supernet "
+                                   "run's with no warm-up, a tenth of its peak learning rate and no dropout or "
+                                   "drop-connect; key=value pairs override it. Writes a run directory (child.pt) "
+                                   "that evaluate and export take; the export's card says it was fine-tuned and "
+                                   "for how many epochs.")
+    p.add_argument("--run", help="the supernet run directory the child comes from")
+    p.add_argument("--arch", metavar="FILE.json", help="the child to fine-tune (e.g. the 'arch' of search.json's best)")
+    p.add_argument("--epochs", type=positive(int), help="epochs of fine-tuning")
+    p.add_argument("--no-teacher", action="store_true",
+                   help="learn the labels (with the config's label smoothing) instead of the largest child's "
+                        "predictions")
+    p.add_argument("--out", type=out_path, required=True, help="run directory of the fine-tuned child")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the fine-tuning in --out from its latest checkpoint (its supernet run must be "
+                        "where it was, with the same weights); --run and --arch are read from --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.005")
+    p.set_defaults(func=cmd_finetune)
