@@ -131,6 +131,9 @@ def _value(tp: Any, v: Any, meta: Any, source: str, key: str, error: type[Bignas
     return v
 
 
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def parse_assignments(items: list[str], what: str, error: type[BignasError]) -> list[tuple[str, Any]]:
     """`key=value` strings (overrides, options) as (key, value) pairs, each value read as a YAML
     scalar (`32`, `0.1`, `true`, `lstm`); a malformed item is an `error` naming it and `what` it is."""
@@ -142,7 +145,9 @@ def parse_assignments(items: list[str], what: str, error: type[BignasError]) -> 
         if not sep or not key:
             raise error(f"{what} {item!r}: expected key=value")
         try:
-            pairs.append((key, yaml.safe_load(value)))
+            parsed = yaml.safe_load(value)
+            # YAML 1.1 reads 1e-4 (no dot in the mantissa) as a string: a number is meant.
+            pairs.append((key, float(parsed) if isinstance(parsed, str) and _EXPONENT.match(parsed) else parsed))
         except yaml.YAMLError as e:
             raise error(f"{what} {item!r}: the value is not valid YAML ({e})") from None
     return pairs

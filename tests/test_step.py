@@ -149,3 +149,16 @@ def test_no_layout_hint_escapes_a_step(tiny):
         assert [str(w.message) for w in seen if LAYOUT_HINT in str(w.message)] == []
     finally:
         torch.set_warn_always(always)
+
+
+def test_soft_cross_entropy_at_a_temperature_keeps_the_gradient_scale():
+    from bignas.train.sandwich import soft_cross_entropy
+
+    gen = torch.Generator().manual_seed(1)
+    student = torch.randn(6, 10, generator=gen, requires_grad=True)
+    teacher = torch.randn(6, 10, generator=gen)
+    t = 4.0
+    soft_cross_entropy(student, torch.softmax(teacher / t, 1), t).backward()
+    # d/ds of T^2 * H(softmax(teacher/T), softmax(s/T)) is T * (softmax(s/T) - softmax(teacher/T)) / N
+    expected = t * (torch.softmax(student.detach() / t, 1) - torch.softmax(teacher / t, 1)) / 6
+    torch.testing.assert_close(student.grad, expected)

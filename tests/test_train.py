@@ -38,6 +38,16 @@ def test_bad_configs_are_refused(tmp_path):
         load_config("quickstart.yaml", ["epochs"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+    # The recipe switches of the claim's ablations (tools/bench_claim.py)
+    with pytest.raises(ConfigError, match="'sandwich.temperature'"):
+        load_config("quickstart.yaml", ["sandwich.temperature=0"])
+    with pytest.raises(ConfigError, match="'sandwich.distill_start_epochs'"):
+        load_config("quickstart.yaml", ["sandwich.distill_start_epochs=-1"])
+    assert load_config("quickstart.yaml", ["sandwich.temperature=2", "sandwich.distill_start_epochs=0.5"]).sandwich \
+        .temperature == 2.0
+    with pytest.raises(ConfigError, match="'finetune.teacher' = 'smallest' is not one of"):
+        load_config("quickstart.yaml", ["finetune.teacher=smallest"])
+    assert load_config("quickstart.yaml", ["optimizer.lr=1e-3"]).optimizer.lr == 0.001  # YAML 1.1 reads a string
 
 
 def test_schedule_warms_up_decays_and_ends_constant():
@@ -60,6 +70,26 @@ def test_two_sandwich_steps_are_deterministic(tiny_config, tmp_path):
         runs.append(recipe.model.state_dict())
     for key in runs[0]:
         torch.testing.assert_close(runs[0][key], runs[1][key], atol=0, rtol=0)
+
+
+def test_distillation_switches_change_what_the_other_children_learn(tiny_config, tmp_path):
+    def two_steps(*overrides):
+        recipe = Recipe(load_config(tiny_config, ["epochs=1", "eval.every_epochs=0", *overrides]),
+                        tmp_path / str(len(list(tmp_path.iterdir()))), show_progress=False)
+        recipe.setup()
+        recipe.steps_per_epoch = 2
+        recipe.train()
+        return recipe.model.state_dict()
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    labels = two_steps("sandwich.distill=false")
+    # Distillation starting after the first epoch: its two steps learn the labels.
+    assert same(two_steps("sandwich.distill_start_epochs=1"), labels)
+    distilled = two_steps()
+    assert not same(distilled, labels)
+    assert not same(two_steps("sandwich.temperature=4"), distilled)
 
 
 def test_resume_after_kill_continues_exactly(tiny_config, tmp_path):

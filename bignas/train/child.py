@@ -1,6 +1,6 @@
 """Training one child as a static network with a supernet's recipe: alone from scratch (`bignas train
---arch`, the baseline every NAS paper reports), or fine-tuned from a trained supernet's weights with
-its largest child as teacher (`bignas finetune`)."""
+--arch`, the baseline every NAS paper reports), or fine-tuned from a trained supernet's weights, on
+the labels or with its largest child as teacher (`bignas finetune`)."""
 
 from __future__ import annotations
 
@@ -25,33 +25,36 @@ from bignas.train.sandwich import soft_cross_entropy
 from bignas.weights import weights_digest
 
 # A fine-tuning run starts from its supernet's config, with: no warm-up (the weights are trained
-# already), a tenth of the peak learning rate, and no dropout or drop-connect (the sliced children
-# were trained without them). Overrides given on the command line come after these.
-FINETUNE_LR_SCALE = 0.1
+# already), half the peak learning rate, and no dropout or drop-connect (the sliced children were
+# trained without them). Measured on cifar10-5k (tools/bench_claim.py, README): a tenth of the peak,
+# or the largest child as teacher, left children below where they started. Overrides given on the
+# command line come after these.
+FINETUNE_LR_SCALE = 0.5
 FINETUNE_DEFAULTS = ("schedule.warmup_epochs=0.0", "model.dropout=0.0", "model.drop_connect=0.0")
 
 
 @dataclass(frozen=True)
 class Finetune:
-    """Where a fine-tuned child starts: `run`, a supernet run; with `teacher`, the student learns
-    that run's largest child's soft predictions (as in inplace distillation), else the labels."""
+    """Where a fine-tuned child starts: `run`, a supernet run. What it learns is the config's
+    `finetune.teacher`: the labels, or that run's largest child's soft predictions."""
 
     run: Path
-    teacher: bool = True
 
 
 class ChildRecipe(Recipe):
-    """Train the child `arch` (a dict, as in an architecture file) of the config's space into
+    """Train the child `arch` ("max", "min", or a dict as in an architecture file) of the config's space into
     `run_dir`, from scratch or as `finetune` says. Resuming reads the child (and where it started)
     from the run; an `arch` given then must be the same. Everything else (data order, optimizer,
     schedule, checkpoints, resume) is the supernet recipe's."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, arch: dict[str, Any] | None,
+    def __init__(self, config: TrainConfig, run_dir: str | Path, arch: dict[str, Any] | str | None,
                  finetune: Finetune | None = None, show_progress: bool = True, source: str = "--arch") -> None:
         super().__init__(config, run_dir, show_progress)
         self.arch, self.finetune, self.source = arch, finetune, source
         self.teacher: nn.Module | None = None
         self.resuming = False
+        self._weights: str | None = None  # digest of the supernet weights fine-tuning starts from
+        self._expected_weights: str | None = None  # on resume, the digest the run recorded
 
     def setup(self, resume: bool = False) -> None:
         self.resuming = resume
@@ -69,16 +72,15 @@ class ChildRecipe(Recipe):
                     if getattr(block, "residual", False):
                         nn.init.zeros_(block.project.bn.weight)
             return model
+        if self.resuming and cfg.finetune.teacher == "none":
+            return model  # the checkpoint holds all it needs: the supernet run may have moved since
         trained = self._source()
-        model.load_state_dict(extract(trained.supernet, self.child).state_dict())
-        largest = self.space.max()
-        teacher = extract(trained.supernet, largest)
-        for net, child in ((model, self.child), (teacher, largest)):  # BN statistics of these children
-            recalibrate_bn(net, self.dataset.calibration_batches(
-                min(cfg.eval.calibration_images, len(self.dataset.train)), cfg.eval.batch_size, child.resolution),
-                self.device)
-        if self.finetune.teacher:
-            self.teacher = teacher.eval().requires_grad_(False)
+        if not self.resuming:
+            model.load_state_dict(extract(trained.supernet, self.child).state_dict())
+            self._recalibrate(model, self.child)
+        if cfg.finetune.teacher == "largest":
+            largest = self.space.max()
+            self.teacher = self._recalibrate(extract(trained.supernet, largest), largest).requires_grad_(False)
             if cfg.channels_last:
                 self.teacher = self.teacher.to(memory_format=torch.channels_last)
         return model
@@ -93,7 +95,7 @@ class ChildRecipe(Recipe):
             training = {"kind": "alone"}
         else:
             training = {"kind": "finetuned", "from": str(self.finetune.run.resolve()), "weights": self._weights,
-                        "teacher": "largest" if self.finetune.teacher else None}
+                        "teacher": self.cfg.finetune.teacher}
         return {"arch": self.child.to_dict(self.space), "training": training}
 
     def backward_step(self, images: torch.Tensor, labels: torch.Tensor, autocast, backward) -> dict[str, torch.Tensor]:
@@ -102,9 +104,10 @@ class ChildRecipe(Recipe):
             if self.teacher is None:
                 loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.optimizer.label_smoothing)
             else:
+                temperature = self.cfg.sandwich.temperature  # as the supernet's children learnt from it
                 with torch.no_grad():
-                    target = F.softmax(self.teacher(resize_batch(images, self.space.max().resolution)).float(), 1)
-                loss = soft_cross_entropy(logits, target)
+                    teacher = self.teacher(resize_batch(images, self.space.max().resolution)).float()
+                loss = soft_cross_entropy(logits, F.softmax(teacher / temperature, 1), temperature)
         backward(loss)
         return {"loss": loss.detach()}
 
@@ -126,19 +129,30 @@ class ChildRecipe(Recipe):
         if not self.resuming:
             if self.arch is None:
                 raise RunError(f"{self.run}: no child architecture given")
-            return self.space.child_from_dict(self.arch, self.source)
+            return self._given()
         meta = self.run.read_meta()
         saved = self.run.read_arch(self.space)
         if saved is None:
             raise RunError(f"{self.run}: a supernet run (no field 'arch' in {self.run.meta_file.name}); resume it "
                            f"with 'bignas train --resume', without --arch")
-        if self.arch is not None and self.space.child_from_dict(self.arch, self.source) != saved:
+        if self.arch is not None and self._given() != saved:
             raise RunError(f"{self.source}: not the child this run trains ({self.run.meta_file}, field 'arch')")
         training = meta.get("training", {})
         if self.finetune is None and training.get("kind") == "finetuned":
-            self.finetune = Finetune(Path(training["from"]), training.get("teacher") is not None)
+            self.finetune = Finetune(Path(training["from"]))
         self._expected_weights = training.get("weights")
         return saved
+
+    def _recalibrate(self, net: nn.Module, child: Child) -> nn.Module:
+        """`net`'s BN statistics for `child`, re-estimated as evaluate does; left in eval mode."""
+        n = min(self.cfg.eval.calibration_images, len(self.dataset.train))
+        recalibrate_bn(net, self.dataset.calibration_batches(n, self.cfg.eval.batch_size, child.resolution), self.device)
+        return net
+
+    def _given(self) -> Child:
+        if self.arch in ("max", "min"):
+            return self.space.max() if self.arch == "max" else self.space.min()
+        return self.space.child_from_dict(self.arch, self.source)
 
     def _source(self) -> TrainedRun:
         """The supernet run fine-tuning starts from; on resume, refused if its weights changed since."""
@@ -147,8 +161,7 @@ class ChildRecipe(Recipe):
         if trained.space.hash != self.space.hash:
             raise RunError(f"{self.finetune.run}: its search space is not this run's ('{self.cfg.space}')")
         self._weights = weights_digest(trained.supernet)
-        expected = getattr(self, "_expected_weights", None)
-        if self.resuming and expected is not None and expected != self._weights:
+        if self.resuming and self._expected_weights not in (None, self._weights):
             raise RunError(f"{self.finetune.run}: its weights changed since this fine-tuning began "
                            f"({self.run.meta_file}, field 'training.weights'): the teacher would not be the same")
         return trained

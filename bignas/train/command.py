@@ -10,7 +10,6 @@ from bignas.cli_args import out_path, positive
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bignas.io import read_json
     from bignas.train.child import ChildRecipe
     from bignas.train.config import ConfigError, load_config
     from bignas.train.recipe import Recipe, train_run
@@ -30,8 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     show = not args.quiet
     one_child = args.arch is not None or (args.resume and run.meta_file.exists() and "arch" in run.read_meta())
     if one_child:
-        arch = read_json(args.arch, "architecture file", ConfigError) if args.arch else None
-        recipe = ChildRecipe(config, run.path, arch, show_progress=show, source=str(args.arch))
+        recipe = ChildRecipe(config, run.path, _arch(args.arch), show_progress=show, source=str(args.arch))
     else:
         recipe = Recipe(config, run.path, show_progress=show)
     summary = train_run(recipe, resume=args.resume)
@@ -41,7 +39,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from bignas.io import read_json
     from bignas.train.child import ChildRecipe, Finetune, finetune_config
     from bignas.train.config import ConfigError
     from bignas.train.recipe import train_run
@@ -57,14 +54,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                    if value is None]
         if missing:
             raise ConfigError(f"{', '.join(missing)} needed to start fine-tuning (only --resume reads them from --out)")
-        config = finetune_config(args.run, args.epochs, list(args.overrides))
-        finetune = Finetune(Path(args.run), teacher=not args.no_teacher)
-    arch = read_json(args.arch, "architecture file", ConfigError) if args.arch else None
-    recipe = ChildRecipe(config, run.path, arch, finetune, show_progress=not args.quiet, source=str(args.arch))
+        teacher = [f"finetune.teacher={args.teacher}"] if args.teacher else []
+        config = finetune_config(args.run, args.epochs, teacher + list(args.overrides))
+        finetune = Finetune(Path(args.run))
+    recipe = ChildRecipe(config, run.path, _arch(args.arch), finetune, show_progress=not args.quiet, source=str(args.arch))
     summary = train_run(recipe, resume=args.resume)
     if summary is not None:
         print(json.dumps(summary))
     return 0
+
+
+def _arch(value: str | None):
+    """--arch: "max", "min", an architecture file's contents, or None (not given)."""
+    from bignas.io import read_json
+    from bignas.train.config import ConfigError
+
+    if value is None or value in ("max", "min"):
+        return value
+    return read_json(value, "architecture file", ConfigError)
 
 
 def add_train_parsers(sub: argparse._SubParsersAction) -> None:
@@ -82,9 +89,9 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
                         "default: quickstart.yaml; not with --resume, which continues the run's own config")
     p.add_argument("--data", help="dataset: mnist5k, cifar10:PATH, cifar100:PATH or imagefolder:PATH "
                                   "(overrides the config's 'data')")
-    p.add_argument("--arch", metavar="FILE.json",
-                   help="train only this child of the config's space (an architecture JSON file, e.g. from "
-                        "'bignas inspect' or search.json), alone from scratch")
+    p.add_argument("--arch", metavar="max|min|FILE.json",
+                   help="train only this child of the config's space, alone from scratch: 'max' (the largest), "
+                        "'min' (the smallest) or an architecture JSON file (e.g. search.json's best)")
     p.add_argument("--out", type=out_path, default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
     p.add_argument("--resume", action="store_true",
@@ -95,24 +102,25 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
                    help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.05")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="fine-tune one extracted child, its supernet's largest child as teacher",
+    p = sub.add_parser("finetune", help="fine-tune one child extracted from a supernet, as a plain network",
                        description="Train one child of a trained supernet further, as a plain network starting "
-                                   "from the supernet's weights (BN statistics recalibrated first), learning the "
-                                   "soft predictions of the supernet's largest child. The config is the supernet "
-                                   "run's with no warm-up, a tenth of its peak learning rate and no dropout or "
-                                   "drop-connect; key=value pairs override it. Writes a run directory (child.pt) "
-                                   "that evaluate and export take; the export's card says it was fine-tuned and "
-                                   "for how many epochs.")
+                                   "from the supernet's weights (BN statistics recalibrated first, so its first step "
+                                   "computes what the sliced child computes). The config is the supernet run's "
+                                   "with no warm-up, half its peak learning rate and no dropout or drop-connect; "
+                                   "key=value pairs override it. Writes a run directory (child.pt) that evaluate "
+                                   "and export take; the export's card says it was fine-tuned, from which weights "
+                                   "and for how many epochs.")
     p.add_argument("--run", help="the supernet run directory the child comes from")
-    p.add_argument("--arch", metavar="FILE.json", help="the child to fine-tune (e.g. the 'arch' of search.json's best)")
+    p.add_argument("--arch", metavar="max|min|FILE.json",
+                   help="the child to fine-tune: 'max', 'min' or an architecture JSON file (e.g. best.json of a search)")
     p.add_argument("--epochs", type=positive(int), help="epochs of fine-tuning")
-    p.add_argument("--no-teacher", action="store_true",
-                   help="learn the labels (with the config's label smoothing) instead of the largest child's "
-                        "predictions")
+    p.add_argument("--teacher", choices=("none", "largest"),
+                   help="what the child learns: 'none', the labels with the config's label smoothing (default), or "
+                        "'largest', the soft predictions of the supernet's largest child (config key finetune.teacher)")
     p.add_argument("--out", type=out_path, required=True, help="run directory of the fine-tuned child")
     p.add_argument("--resume", action="store_true",
-                   help="continue the fine-tuning in --out from its latest checkpoint (its supernet run must be "
-                        "where it was, with the same weights); --run and --arch are read from --out")
+                   help="continue the fine-tuning in --out from its latest checkpoint; --run and --arch are read "
+                        "from --out (with the teacher, the supernet run must still be there, with the same weights)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides with dotted keys and YAML values, e.g. optimizer.lr=0.005")

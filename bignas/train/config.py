@@ -29,6 +29,8 @@ class ConfigError(BignasError):
 class SandwichConfig:
     num_random: int = rules(2, **_NN)  # random children per step besides the largest and the smallest (BigNAS Sec. 3.1)
     distill: bool = True  # inplace distillation: other children learn the largest child's soft labels
+    temperature: float = rules(1.0, **_POS)  # of those soft labels (1: the largest child's own predictions)
+    distill_start_epochs: float = rules(0.0, **_NN)  # before this epoch, the other children learn the labels
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class ScheduleConfig:
     decay: Literal["cosine", "exponential", "constant"] = "cosine"
     decay_rate: float = rules(0.97, **_POS)  # exponential: factor per epoch
     floor: float = rules(0.05, **_NN)  # constant ending at this fraction of the peak (BigNAS Sec. 3.2)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    # What a child fine-tuned from a supernet (`bignas finetune`) learns: the labels, with the
+    # optimizer's label smoothing, or the soft predictions of the supernet's largest child.
+    teacher: Literal["none", "largest"] = "none"
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -109,7 +109,8 @@ class Recipe:
         parts = sandwich_backward(
             self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
             dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-            distill=cfg.sandwich.distill, autocast=autocast, backward=backward)
+            distill=cfg.sandwich.distill and self.step >= cfg.sandwich.distill_start_epochs * self.steps_per_epoch,
+            temperature=cfg.sandwich.temperature, autocast=autocast, backward=backward)
         return {"loss_max": parts[0], "loss_min": parts[1]}
 
     def children_per_step(self) -> int:
