@@ -22,14 +22,17 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.de
     A child's statistics differ from the supernet's running ones (those mix every child
     trained), so they are re-estimated before the child is evaluated or exported (BigNAS Sec. 3.3).
     """
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
     model.train()
     for x in batches:
         model(x.to(device))
     model.eval()
+    for m, momentum in zip(norms, momenta):  # a model trained further (finetune) keeps its own momentum
+        m.momentum = momentum
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from bignas.data import resize_batch
 from bignas.nn import StaticNet, Supernet, embed, extract
 from bignas.plan import plan
 from bignas.space import load_space
-from bignas.train.child import ChildRecipe, Finetune, finetune_config
+from bignas.train.child import FINETUNE_LR_SCALE, ChildRecipe, Finetune, finetune_config
 from bignas.train.config import load_config
 from bignas.train.recipe import Recipe, train_run
 from bignas.train.run_dir import RunDir, RunError, TrainedRun
@@ -84,7 +84,7 @@ def test_finetune_starts_from_the_sliced_child(supernet_run, tmp_path):
     child = SPACE.sample(random.Random(2))
     config = finetune_config(supernet_run, epochs=1)
     assert config.schedule.warmup_epochs == 0 and config.model.dropout == 0
-    assert config.optimizer.lr == pytest.approx(load_config(supernet_run / "config.yaml").optimizer.lr / 10)
+    assert config.optimizer.lr == pytest.approx(load_config(supernet_run / "config.yaml").optimizer.lr * FINETUNE_LR_SCALE)
     recipe = ChildRecipe(config, tmp_path / "ft", child.to_dict(SPACE), Finetune(supernet_run), show_progress=False)
     recipe.setup()
     trained = TrainedRun.open(supernet_run, torch.device("cpu"))
