@@ -63,10 +63,17 @@ def evaluate_static(static: nn.Module, resolution: int, dataset: Dataset, split:
                     batch_size: int, images: int | None = None) -> float:
     """Top-1 of a static child running at `resolution` on `split` (or a fixed subset of `images` of
     it) after recalibrating its BN statistics in place on the fixed calibration images."""
-    device = next(static.parameters()).device
+    calibrate_static(static, resolution, dataset, calibration_images, batch_size)
+    return top1(static, dataset.split(split).eval_batches(batch_size, images), resolution,
+                next(static.parameters()).device)
+
+
+def calibrate_static(static: nn.Module, resolution: int, dataset: Dataset, calibration_images: int,
+                     batch_size: int) -> None:
+    """Recalibrate a static child's BN statistics in place on the first `calibration_images` fixed
+    calibration images of the training split (all of them if fewer); leaves it in eval mode."""
     n = min(calibration_images, len(dataset.train))
-    recalibrate_bn(static, dataset.calibration_batches(n, batch_size, resolution), device)
-    return top1(static, dataset.split(split).eval_batches(batch_size, images), resolution, device)
+    recalibrate_bn(static, dataset.calibration_batches(n, batch_size, resolution), next(static.parameters()).device)
 
 
 def quantize_child(fp32: Path, out: Path, dataset: Dataset, batch_size: int, resolution: int, fmt: Int8Format,

@@ -102,11 +102,12 @@ def test_finetune_starts_from_the_sliced_child(supernet_run, tmp_path):
         torch.testing.assert_close(recipe.model(x), sliced(x))
 
 
-def test_finetune_resumes_exactly_and_exports_with_its_history(supernet_run, tmp_path, capsys):
+@pytest.mark.parametrize("teacher", ["largest", "none"])  # none: resumed from its checkpoint alone
+def test_finetune_resumes_exactly_and_exports_with_its_history(supernet_run, tmp_path, capsys, teacher):
     arch = arch_file(tmp_path, SPACE.min())
     run = tmp_path / "ft"
     assert main(["finetune", "--run", str(supernet_run), "--arch", "min", "--epochs", "2", "--out", str(run),
-                 "--teacher", "largest", "--quiet", "checkpoint.every_steps=4", "checkpoint.keep=10", "log.every_steps=1"]) == 0
+                 "--teacher", teacher, "--quiet", "checkpoint.every_steps=4", "checkpoint.keep=10", "log.every_steps=1"]) == 0
     reference = tmp_path / "reference"
     shutil.copytree(run, reference)
     # Back to a checkpoint in the middle of the first epoch, as if killed there.
@@ -124,7 +125,7 @@ def test_finetune_resumes_exactly_and_exports_with_its_history(supernet_run, tmp
     assert main(["export", "--run", str(run), "--arch", str(arch), "--out", str(tmp_path / "x")]) == 0
     card = json.loads((tmp_path / "x" / "card.json").read_text())
     assert card["training"]["kind"] == "finetuned" and card["training"]["epochs"] == 2
-    assert card["training"]["from"] == str(supernet_run.resolve()) and card["training"]["teacher"] == "largest"
+    assert card["training"]["from"] == str(supernet_run.resolve()) and card["training"]["teacher"] == teacher
 
 
 def test_finetune_refuses_what_it_cannot_continue(supernet_run, tiny_config, tmp_path, capsys):
@@ -136,6 +137,8 @@ def test_finetune_refuses_what_it_cannot_continue(supernet_run, tiny_config, tmp
     assert str(wrong) in capsys.readouterr().err and not (tmp_path / "a" / "run.json").exists()
     assert main(["finetune", "--out", str(tmp_path / "b"), "--epochs", "1"]) == 2
     assert "--run, --arch needed" in capsys.readouterr().err
+    assert main(["finetune", "--out", str(tmp_path / "b"), "--resume", "--teacher", "largest"]) == 2
+    assert "--teacher: not with --resume" in capsys.readouterr().err
     # A run of one child is not a supernet: nothing to fine-tune from, nothing to search.
     arch = arch_file(tmp_path, SPACE.min())
     assert main(["train", "--config", str(tiny_config), "--arch", str(arch), "--out", str(tmp_path / "alone"),

@@ -174,6 +174,20 @@ def test_resume_refuses_changes_to_the_trajectory(tiny_config, tmp_path):
     assert proc.returncode == 2 and "--config" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_run_saved_before_new_config_keys_resumes(tiny_config, tmp_path):
+    """A checkpoint written before a config key existed reads it as its default, which does what
+    the run did then: no change to refuse."""
+    run = tmp_path / "run"
+    recipe = Recipe(load_config(tiny_config), run, show_progress=False)
+    recipe.setup()
+    recipe.save()
+    path = RunDir(run).latest_checkpoint()
+    state = torch.load(path, weights_only=True)
+    del state["config"]["sandwich"]["temperature"], state["config"]["finetune"]
+    torch.save(state, path)
+    Recipe(load_config(run / "config.yaml"), run, show_progress=False).setup(resume=True)
+
+
 def test_a_finished_run_is_never_trained_over(tiny_config, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

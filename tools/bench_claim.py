@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -48,15 +49,15 @@ from bignas.train.run_dir import RunDir, TrainedRun
 from bignas.train.sandwich import children_for_step
 
 
-def finished(run: Path) -> bool:
-    return (run / "supernet.pt").exists() or (run / "child.pt").exists()
-
-
 def train(recipe, run: Path, times: dict, key: str) -> None:
-    """Train `recipe` into `run` unless finished; resume it if cut short. Records its wall-clock."""
-    if finished(run):
+    """Train `recipe` into `run` unless finished; resume it if cut short (started over if cut before
+    its first checkpoint: nothing was trained). Records its wall-clock."""
+    folder = RunDir(run)
+    if folder.final_file.exists() or folder.child_file.exists():
         return
-    resume = RunDir(run).latest_checkpoint() is not None
+    resume = folder.latest_checkpoint() is not None
+    if not resume and run.exists():
+        shutil.rmtree(run)
     start = time.perf_counter()
     train_run(recipe, resume=resume)
     times[key] = times.get(key, 0.0) + time.perf_counter() - start  # a resumed run adds its share
@@ -115,7 +116,7 @@ def main() -> int:
     supernet = args.supernet or out / "supernet"
     if args.supernet is None:
         values = {k: v for k, v in (("epochs", args.epochs), ("data", args.data)) if v is not None}
-        config = RunDir(supernet).read_config() if (supernet / "config.yaml").exists() else \
+        config = RunDir(supernet).read_config() if RunDir(supernet).config_file.exists() else \
             load_config(args.config, args.overrides, values)
         train(Recipe(config, supernet), supernet, times, "supernet")
         write_json(results_file, results)

@@ -4,7 +4,6 @@ the labels or with its largest child as teacher (`bignas finetune`)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bignas.data import resize_batch
-from bignas.evaluate import evaluate_static, recalibrate_bn
+from bignas.evaluate import calibrate_static, evaluate_static
 from bignas.nn import StaticNet, extract
 from bignas.plan import plan
 from bignas.space import Child
-from bignas.train.config import TrainConfig
-from bignas.train.recipe import Recipe
+from bignas.train.config import ConfigError, TrainConfig
+from bignas.train.recipe import Recipe, zero_init_last_bn
 from bignas.train.run_dir import RunDir, RunError, TrainedRun
 from bignas.train.sandwich import soft_cross_entropy
 from bignas.weights import weights_digest
@@ -65,12 +64,11 @@ class ChildRecipe(Recipe):
     def build_model(self) -> nn.Module:
         cfg = self.cfg
         self.child = self._child()
-        model = StaticNet(plan(self.space, self.child), dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect)
+        layers = plan(self.space, self.child)
+        model = StaticNet(layers, dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect).to(self.device)
         if self.finetune is None:
-            if cfg.model.zero_init_last_bn:  # as the supernet's residual blocks start (BigNAS Sec. 3.2)
-                for block in model.blocks:
-                    if getattr(block, "residual", False):
-                        nn.init.zeros_(block.project.bn.weight)
+            if cfg.model.zero_init_last_bn:  # the blocks the supernet zero-inits: all but each stage's first
+                zero_init_last_bn(b for b, p in zip(model.blocks, layers.blocks) if p.index > 0)
             return model
         if self.resuming and cfg.finetune.teacher == "none":
             return model  # the checkpoint holds all it needs: the supernet run may have moved since
@@ -87,6 +85,9 @@ class ChildRecipe(Recipe):
 
     def prepare_distributed(self) -> None:
         if self.dist.world_size > 1 and self.cfg.sync_bn:
+            if self.device.type != "cuda":
+                raise ConfigError(f"{self.run}: sync_bn for one child needs CUDA (torch's SyncBatchNorm); "
+                                  f"set sync_bn=false to normalise each process's own batch")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.dist.prepare(self.model, sync_bn=False)
 
@@ -115,7 +116,10 @@ class ChildRecipe(Recipe):
         return 1
 
     def evaluate_epoch(self) -> dict[str, float]:
-        model = copy.deepcopy(self.model)  # recalibration must not touch the running statistics trained
+        # A plain copy: recalibration must not touch the running statistics trained, nor (SyncBatchNorm
+        # in train mode) wait for processes that do not evaluate.
+        model = StaticNet(plan(self.space, self.child)).to(self.device)
+        model.load_state_dict(self.model.state_dict())
         return {"top1": evaluate_static(model, self.child.resolution, self.dataset, "val",
                                         calibration_images=self.cfg.eval.calibration_images,
                                         batch_size=self.cfg.eval.batch_size)}
@@ -139,14 +143,17 @@ class ChildRecipe(Recipe):
             raise RunError(f"{self.source}: not the child this run trains ({self.run.meta_file}, field 'arch')")
         training = meta.get("training", {})
         if self.finetune is None and training.get("kind") == "finetuned":
+            if not isinstance(training.get("from"), str):
+                raise RunError(f"{self.run.meta_file}: field 'training.from' (the supernet run it was fine-tuned "
+                               f"from) is missing or not a path")
             self.finetune = Finetune(Path(training["from"]))
         self._expected_weights = training.get("weights")
         return saved
 
     def _recalibrate(self, net: nn.Module, child: Child) -> nn.Module:
         """`net`'s BN statistics for `child`, re-estimated as evaluate does; left in eval mode."""
-        n = min(self.cfg.eval.calibration_images, len(self.dataset.train))
-        recalibrate_bn(net, self.dataset.calibration_batches(n, self.cfg.eval.batch_size, child.resolution), self.device)
+        calibrate_static(net.to(self.device), child.resolution, self.dataset, self.cfg.eval.calibration_images,
+                         self.cfg.eval.batch_size)
         return net
 
     def _given(self) -> Child:

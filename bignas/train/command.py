@@ -46,6 +46,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     run = RunDir(args.out)
     if args.resume:
+        given = [flag for flag, value in (("--run", args.run), ("--teacher", args.teacher)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: not with --resume, which continues with the run's own "
+                              f"(in {run.meta_file} and {run.config_file})")
         values = {"epochs": args.epochs} if args.epochs is not None else {}
         config = run.read_config(list(args.overrides), values)
         finetune = None  # where it started is read from the run
@@ -91,7 +95,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
                                   "(overrides the config's 'data')")
     p.add_argument("--arch", metavar="max|min|FILE.json",
                    help="train only this child of the config's space, alone from scratch: 'max' (the largest), "
-                        "'min' (the smallest) or an architecture JSON file (e.g. search.json's best)")
+                        "'min' (the smallest) or an architecture JSON file (e.g. the best.json search writes)")
     p.add_argument("--out", type=out_path, default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--epochs", type=positive(int), help="number of epochs (overrides the config's 'epochs')")
     p.add_argument("--resume", action="store_true",

@@ -132,8 +132,9 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any], prefix: str = "")
 
 def check_resume(saved: dict[str, Any], new: "TrainConfig", source: str) -> dict[str, tuple[Any, Any]]:
     """The changes a resume with config `new` makes to the run's `saved` config; refuses, naming
-    every key, any change that would alter the trajectory of the run being continued."""
-    changes = config_changes(saved, new.to_dict())
+    every key, any change that would alter the trajectory of the run being continued. Keys added to
+    the config since the run was saved read as their defaults, which reproduce what it did before."""
+    changes = config_changes(config_from_dict(saved, source).to_dict(), new.to_dict())
     refused = [k for k in changes if k.split(".")[0] not in RESUMABLE_CHANGES]
     if refused:
         listed = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -24,12 +24,12 @@ from bignas.train.sandwich import children_for_step, sandwich_backward
 from bignas.train.schedule import lr_factor
 
 
-def zero_init_last_bn(supernet: Supernet) -> None:
+def zero_init_last_bn(blocks: Iterable[nn.Module]) -> None:
     """BigNAS Sec. 3.2: the last BN of each residual block starts at gamma 0, so every block
-    begins as the identity and deep and shallow children start out alike."""
-    for stage in supernet.stages:
-        for block in list(stage)[1:]:  # blocks after the first of a stage are always residual
-            nn.init.zeros_(block.project.bn.weight)
+    begins as the identity and deep and shallow children start out alike. The blocks given are
+    those after the first of each stage (always residual); a child trained alone takes the same."""
+    for block in blocks:
+        nn.init.zeros_(block.project.bn.weight)
 
 
 def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
@@ -92,7 +92,7 @@ class Recipe:
     def build_model(self) -> nn.Module:
         supernet = Supernet(self.space)
         if self.cfg.model.zero_init_last_bn:
-            zero_init_last_bn(supernet)
+            zero_init_last_bn(block for stage in supernet.stages for block in list(stage)[1:])
         return supernet
 
     def prepare_distributed(self) -> None:

@@ -111,7 +111,8 @@ class RunDir:
         skipped, with a warning, for the one before it."""
         found = list_checkpoints(self.checkpoints)
         if not found:
-            raise RunError(f"{self.path}: no checkpoint to resume from ({self.checkpoints.name}/step-*.pt)")
+            raise RunError(f"{self.path}: no checkpoint to resume from ({self.checkpoints.name}/step-*.pt): it stopped "
+                           f"before its first, so nothing is lost by removing the folder and starting again")
         for path in reversed(found[1:]):
             try:
                 return path, load_checkpoint(path, space_hash)
