@@ -47,7 +47,7 @@ def test_embed_is_the_inverse_of_extract():
         embed(target, SPACE.max(), extract(source, child).state_dict())
 
 
-def test_train_arch_trains_exactly_one_static_child_deterministically(tiny_config, tmp_path):
+def test_train_arch_trains_exactly_one_static_child_deterministically(tiny_config, tmp_path, capsys):
     child = SPACE.sample(random.Random(1))
     arch = arch_file(tmp_path, child)
     weights = []
@@ -67,7 +67,10 @@ def test_train_arch_trains_exactly_one_static_child_deterministically(tiny_confi
     meta = json.loads((tmp_path / "a" / "run.json").read_text())
     assert meta["training"] == {"kind": "alone"} and meta["arch"] == child.to_dict(SPACE)
     # Evaluate takes the run, for that child only; its top-1 is the one the last epoch logged.
+    capsys.readouterr()
     assert main(["evaluate", "--run", str(tmp_path / "a"), "--arch", str(arch)]) == 0
+    logged = [r["top1"] for r in metric_records(tmp_path / "a") if r.get("kind") == "epoch"]
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged[-1], abs=1e-6)
     assert main(["evaluate", "--run", str(tmp_path / "a"), "--arch", "max"]) == 2
 
 
