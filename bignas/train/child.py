@@ -18,7 +18,7 @@ from bignas.nn import StaticNet, extract
 from bignas.plan import plan
 from bignas.space import Child
 from bignas.train.config import ConfigError, TrainConfig
-from bignas.train.recipe import Recipe, zero_init_last_bn
+from bignas.train.recipe import Recipe, zero_last_bn
 from bignas.train.run_dir import RunDir, RunError, TrainedRun
 from bignas.train.sandwich import soft_cross_entropy
 from bignas.weights import weights_digest
@@ -68,7 +68,7 @@ class ChildRecipe(Recipe):
         model = StaticNet(layers, dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect).to(self.device)
         if self.finetune is None:
             if cfg.model.zero_init_last_bn:  # the blocks the supernet zero-inits: all but each stage's first
-                zero_init_last_bn(b for b, p in zip(model.blocks, layers.blocks) if p.index > 0)
+                zero_last_bn(b for b, p in zip(model.blocks, layers.blocks) if p.index > 0)
             return model
         if self.resuming and cfg.finetune.teacher == "none":
             return model  # the checkpoint holds all it needs: the supernet run may have moved since

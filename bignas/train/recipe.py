@@ -24,10 +24,15 @@ from bignas.train.sandwich import children_for_step, sandwich_backward
 from bignas.train.schedule import lr_factor
 
 
-def zero_init_last_bn(blocks: Iterable[nn.Module]) -> None:
+def zero_init_last_bn(supernet: Supernet) -> None:
     """BigNAS Sec. 3.2: the last BN of each residual block starts at gamma 0, so every block
-    begins as the identity and deep and shallow children start out alike. The blocks given are
-    those after the first of each stage (always residual); a child trained alone takes the same."""
+    begins as the identity and deep and shallow children start out alike."""
+    zero_last_bn(block for stage in supernet.stages for block in list(stage)[1:])
+
+
+def zero_last_bn(blocks: Iterable[nn.Module]) -> None:
+    """Gamma 0 in the last BN of each of `blocks`: the supernet's blocks after the first of each
+    stage (always residual), or those of a child trained alone (`ChildRecipe`)."""
     for block in blocks:
         nn.init.zeros_(block.project.bn.weight)
 
@@ -92,7 +97,7 @@ class Recipe:
     def build_model(self) -> nn.Module:
         supernet = Supernet(self.space)
         if self.cfg.model.zero_init_last_bn:
-            zero_init_last_bn(block for stage in supernet.stages for block in list(stage)[1:])
+            zero_init_last_bn(supernet)
         return supernet
 
     def prepare_distributed(self) -> None:
