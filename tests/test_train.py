@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bignas.train.checkpoint import CheckpointError, load_checkpoint
-from bignas.train.config import ConfigError, ScheduleConfig, load_config, recipe_names
+from bignas.train.config import ConfigError, ScheduleConfig, check_resume, load_config, recipe_names
 from bignas.train.recipe import Recipe
 from bignas.train.run_dir import RunDir, RunError
 from bignas.train.schedule import lr_factor
@@ -185,7 +185,11 @@ def test_a_run_saved_before_new_config_keys_resumes(tiny_config, tmp_path):
     state = torch.load(path, weights_only=True)
     del state["config"]["sandwich"]["temperature"], state["config"]["finetune"]
     torch.save(state, path)
-    Recipe(load_config(run / "config.yaml"), run, show_progress=False).setup(resume=True)
+    saved = (run / "config.yaml").read_text()
+    assert check_resume(state["config"], load_config(run / "config.yaml"), str(path)) == {}
+    resumed = Recipe(load_config(run / "config.yaml"), run, show_progress=False)
+    resumed.setup(resume=True)
+    assert resumed.step == recipe.step and (run / "config.yaml").read_text() == saved
 
 
 def test_a_finished_run_is_never_trained_over(tiny_config, tmp_path):
