@@ -152,7 +152,7 @@ class ChildRecipe(Recipe):
 
     def _recalibrate(self, net: nn.Module, child: Child) -> nn.Module:
         """`net`'s BN statistics for `child`, re-estimated as evaluate does; left in eval mode."""
-        calibrate_static(net.to(self.device), child.resolution, self.dataset, self.cfg.eval.calibration_images,
+        calibrate_static(net, child.resolution, self.dataset, self.cfg.eval.calibration_images,
                          self.cfg.eval.batch_size)
         return net
 
