@@ -21,7 +21,7 @@ from bignas.latency.models import export_child
 from bignas.latency.table import TableError, read_table
 from bignas.quantize import Calibration, Int8Format
 from bignas.space import load_space
-from test_latency import FAST_PROFILE, TINY_SPACE
+from test_latency import FAST_PROFILE, TINY_SPACE, budget_between
 from test_train import write_cifar10
 
 INT8_PROFILE = FAST_PROFILE.replace("name: fast", "name: fast-int8") + "precision: int8\nint8: {activations: u8}\n"
@@ -91,7 +91,7 @@ def onnx_val_top1(path, data, space, resolution):
 def test_search_with_an_int8_target_and_its_export(int8_run, tmp_path, capsys):
     root, run, tables, space, data = int8_run
     t = read_table(tables["fast-int8"], space.hash)
-    mid = (predict(t, space, space.min()) + predict(t, space, space.max())) / 2
+    mid = budget_between(t, space)
     args = ["search", "--run", str(run), "--table", str(tables["fast-int8"]), "--max-latency-ms", str(mid),
             "--budget", "4", "--int8-finalists", "2", "--int8-images", "48", "--quiet"]
     assert main(args + ["--out", str(root / "int8")]) == 0

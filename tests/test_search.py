@@ -21,7 +21,7 @@ from bignas.search.halving import HalvingSettings
 from bignas.search.problem import SearchError
 from bignas.space import load_space
 from bignas.train.run_dir import TrainedRun
-from test_latency import FAST_PROFILE, TINY_SPACE
+from test_latency import FAST_PROFILE, TINY_SPACE, budget_between
 from test_train import write_cifar10
 
 
@@ -44,9 +44,8 @@ def tiny_run(tmp_path_factory):
     assert main(["profile", "--profile", str(profile_file), "--space", str(space_file), "--out", str(table),
                  "--children", "6", "--quiet"]) == 0
     space = load_space(space_file)
-    t = read_table(table, space.hash)
-    mid = (predict(t, space, space.min()) + predict(t, space, space.max())) / 2
-    return root, run, table, space, mid
+    return root, run, table, space, budget_between(read_table(table, space.hash), space)
+
 
 
 def fits(doc, space, table, limit, max_mflops=None, stat="p50"):
@@ -102,7 +101,7 @@ def test_p90_budgets_are_respected(tiny_run, capsys):
     scale = t.calibration["p90_over_p50"]  # measured on this host: the runs' p90 over their median
     assert scale >= 1
     assert predict(t, space, space.max(), stat="p90") == pytest.approx(scale * predict(t, space, space.max()))
-    mid = (predict(t, space, space.min(), stat="p90") + predict(t, space, space.max(), stat="p90")) / 2
+    mid = budget_between(t, space, stat="p90")
     assert main(["search", "--run", str(run), "--table", str(table), "--max-latency-ms", str(mid),
                  "--latency-stat", "p90", "--budget", "4", "--out", str(root / "p90"), "--quiet"]) == 0
     doc = json.loads((root / "p90" / "search.json").read_text())
