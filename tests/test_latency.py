@@ -64,6 +64,7 @@ warmup: 5
 repeats: 30
 """
 
+
 def budget_between(t, space, stat="p50"):
     """A latency budget half-way from the smallest child's prediction to the slowest of the table's
     timed children. Not simply to the largest child's: on a fast host the tiny space's blocks differ

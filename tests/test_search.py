@@ -47,7 +47,6 @@ def tiny_run(tmp_path_factory):
     return root, run, table, space, budget_between(read_table(table, space.hash), space)
 
 
-
 def fits(doc, space, table, limit, max_mflops=None, stat="p50"):
     t = read_table(table, space.hash)
     for result in doc["devices"]:
