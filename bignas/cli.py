@@ -351,8 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="train, profile, search and export on the embedded dataset, on this CPU",
                        description="The whole pipeline on mnist5k and the cifar-small space: train the "
-                                   "quickstart recipe, reuse the shipped cpu-1t latency table when it was "
-                                   "measured on this kind of CPU (else profile this machine), search for the "
+                                   "quickstart recipe, make the shipped cpu-1t latency table true on this host "
+                                   "(reused when this host has its exact fingerprint and passes a one-minute "
+                                   "check, else transferred: its blocks kept, its calibration re-fitted on whole "
+                                   "children timed here), search for the "
                                    "best child under a latency budget halfway between the smallest and largest "
                                    "child, export it, and print what it found. A few minutes on 2 cores; "
                                    "running it again resumes or reuses what is done.")
