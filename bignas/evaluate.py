@@ -17,18 +17,25 @@ from bignas.space import Child
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.device) -> None:
-    """Replace every BN layer's running statistics by their exact average over `batches`.
+    """Replace every BN layer's running statistics by their average over `batches`, each image
+    counting once.
 
     A child's statistics differ from the supernet's running ones (those mix every child
     trained), so they are re-estimated before the child is evaluated or exported (BigNAS Sec. 3.3).
+    PyTorch's cumulative average (`momentum=None`) weights every batch alike, so a short last batch
+    (1,000 images in batches of 256 end with 232; 256 in batches of 250 end with 6) would count
+    as much as a full one; here each batch's weight is its share of the images seen so far.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
     model.train()
+    seen = 0
     for x in batches:
+        seen += len(x)
+        for m in norms:
+            m.momentum = len(x) / seen  # the running average over images: exact for the mean
         model(x.to(device))
     model.eval()
     for m, momentum in zip(norms, momenta):  # a model trained further (finetune) keeps its own momentum

@@ -13,7 +13,7 @@ from bignas.latency.fit import predict
 from bignas.latency.table import read_table
 from bignas.search import driver
 from bignas.search.evaluator import Evaluator
-from bignas.search.halving import HalvingSettings, make_halving
+from bignas.search.halving import HalvingSettings, best_share, make_halving
 from bignas.search.problem import Problem, SearchError, Target
 from bignas.space import load_space
 from test_latency import PACKAGE
@@ -80,6 +80,13 @@ def test_several_targets_promote_the_best_share_of_each():
         feasible = [h for h in calls[0] if not problem.violations(children[h], t)]
         want.update(sorted(feasible, key=lambda h: -low(children[h]))[:math.ceil(0.25 * len(feasible))])
     assert len(calls[0]) == 16 and set(calls[1]) == want
+
+
+def test_the_best_share_rounds_up_and_keeps_the_earlier_of_equals():
+    assert best_share([0.5, 0.7, 0.1, 0.7], 0.5) == [1, 3]
+    assert best_share([0.5, 0.7, 0.1, 0.7], 0.3) == [1, 3]  # ceil(1.2): never fewer than the share
+    assert best_share([0.5, 0.7, 0.1, 0.7], 0.2) == [1] and best_share([0.4], 0.01) == [0]
+    assert best_share([], 0.5) == []
 
 
 def test_halving_options_are_checked():

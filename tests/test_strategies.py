@@ -190,6 +190,24 @@ def test_evaluator_appends_each_child_as_it_is_evaluated(tmp_path):
     assert [json.loads(line)["hash"] for line in records[-2:]] == [c.hash for c in children[2:]]
 
 
+def test_records_from_before_size_weighted_bn_calibration_are_reused_only_where_it_changes_nothing(tmp_path):
+    space = load_space("cifar-small")
+    child = space.sample(random.Random(0))
+    model = torch.nn.Linear(2, 2)
+
+    def make(calibration_images):
+        return Evaluator(model, space, None, tmp_path / "accuracy.jsonl", data_spec="synthetic",
+                         calibration_images=calibration_images, batch_size=8, evaluate_one=lambda c: 0.5)
+
+    for n in (16, 12):  # 16 in batches of 8: even, the same statistics then; 12: a short last batch
+        record = {k: v for k, v in make(n).context.items() if k != "bn_average"}
+        with open(tmp_path / "accuracy.jsonl", "a") as f:
+            f.write(json.dumps({"hash": child.hash, "top1": 0.25, **record}) + "\n")
+    assert make(16)([child]) == [0.25]
+    assert make(12)([child]) == [0.5]  # measured again; the new record is reused from then on
+    assert make(12).known() == {child.hash: 0.5}
+
+
 def _two_rank_evaluation(rank, port, cache_files, children, out):
     import torch.distributed as dist
 

@@ -223,3 +223,27 @@ def test_onnx_runtime_equals_pytorch_on_50_random_children(space_name, tmp_path)
     rng = random.Random(2024)
     diffs = [_onnx_diff(space_name, space.sample(rng), tmp_path) for _ in range(50)]
     assert max(diffs) <= 1e-4
+
+
+def test_bn_recalibration_counts_every_image_once_whatever_the_batches():
+    from bignas.evaluate import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    x = torch.randn(70, 3, 5, 5)
+    x[64:] += 3.0  # a short last batch unlike the rest: weighted like a full one, it would pull the mean
+    recalibrate_bn(model, [x[:64], x[64:]], torch.device("cpu"))
+    with torch.no_grad():
+        features = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, features.mean((0, 2, 3)))
+    # equal batches: exactly PyTorch's cumulative average, so accuracies cached before stay valid
+    reference = copy.deepcopy(model)
+    reference[1].reset_running_stats()
+    reference[1].momentum = None
+    reference.train()
+    for batch in x[:60].split(20):
+        reference(batch)
+    recalibrate_bn(model, x[:60].split(20), torch.device("cpu"))
+    assert torch.equal(model[1].running_mean, reference[1].running_mean)
+    assert torch.equal(model[1].running_var, reference[1].running_var)
+    assert model[1].momentum == 0.1 and not model.training  # its own momentum back, in eval mode

@@ -21,7 +21,8 @@ as the warm-up search's overhead beside its candidates.
 Cheaper estimation (issue 16): --guided NAME ... adds those strategies predictor-guided, with no
 prior children (the budget counts every child the predictor learns from); --halving NAME ... adds
 them with successive halving (the budget counts candidates; the eval s column is the evaluation
-wall-clock of all rungs). With --fresh-cache every search starts from an empty cache, so eval s is
+wall-clock of all rungs); each --halving-variant adds them again with other settings, shown as
+NAME+halving2, +halving3, ..., so that two settings compare side by side. With --fresh-cache every search starts from an empty cache, so eval s is
 the real cost of its evaluations.
 
 Usage: python tools/bench_strategies.py --run RUN [--data cifar10:PATH] [--json results.json]
@@ -49,7 +50,7 @@ from bignas.search.evaluator import Evaluator
 from bignas.search.guided import make_guided
 from bignas.search.halving import make_halving, rung_settings
 from bignas.search.problem import Problem, SearchError, Target
-from bignas.search.strategies import STRATEGIES, make_settings
+from bignas.search.strategies import STRATEGIES, make_settings, settings_dict
 from bignas.train.run_dir import TrainedRun
 
 
@@ -106,6 +107,9 @@ def main() -> None:
                              "successive-halving, shown as NAME+halving): the budget counts candidates")
     parser.add_argument("--fidelity-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the successive-halving runs (as search --fidelity-option)")
+    parser.add_argument("--halving-variant", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help="run the --halving strategies again with these settings on top of --fidelity-option "
+                             "(repeat for several variants), e.g. --halving-variant keep=0.3 val_images=[64]")
     parser.add_argument("--fresh-cache", action="store_true",
                         help="every search evaluates into a new, empty accuracy cache (in a temporary folder), "
                              "so its evaluation seconds are real and no search reuses another's work")
@@ -121,13 +125,14 @@ def main() -> None:
         settings = {name: make_settings(name, args.option if name in args.strategies else [])
                     for name in {*args.strategies, *args.guided, *args.halving}}
         guided = make_guided(args.predictor_option)
-        halving = make_halving(args.fidelity_option)
+        halvings = [make_halving(args.fidelity_option + extra) for extra in [[], *args.halving_variant]]
     except SearchError as e:
         parser.error(str(e))
     # (label, strategy, guided settings or None, halving settings or None) of every search benchmarked
     variants = ([(name, name, None, None) for name in args.strategies]
                 + [(f"{name}+predictor", name, guided, None) for name in args.guided]
-                + [(f"{name}+halving", name, None, halving) for name in args.halving])
+                + [(f"{name}+halving{i + 1 if i else ''}", name, None, halving) for name in args.halving
+                   for i, halving in enumerate(halvings)])
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     run = TrainedRun.open(args.run, torch.device("cpu"))
@@ -166,6 +171,9 @@ def main() -> None:
           f"{args.threads}; run {args.run}; data {data}; space {space.name}; {args.seeds} seeds")
     for t in targets:
         print(f"target {t.name}: budget {t.max_ms:.4f} ms (halfway between the smallest and largest child)")
+    for label, _, _, halve in variants:
+        if halve is not None:
+            print(f"{label}: {settings_dict(halve)}")
     testbed(space, evaluator, on_test)
     warmups = {}
     for label, strategy, guide, halve in variants:

@@ -26,6 +26,7 @@ from bignas.space import Child, SearchSpace
 
 # what records written before int8 evaluations and validation subsets measured
 UNRECORDED = {"precision": "fp32", "val_images": None}
+BN_AVERAGE = "images"  # BN recalibration weights each image alike (`evaluate.recalibrate_bn`)
 
 
 class Evaluator:
@@ -55,7 +56,12 @@ class Evaluator:
         self.context = {"weights": weights_digest(supernet), "data": data_spec,
                         "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
                         "calibration_images": calibration_images, "val_images": val_images,
-                        **(precision or {"precision": "fp32"})}
+                        "bn_average": BN_AVERAGE, **(precision or {"precision": "fp32"})}
+        # Records from before `bn_average` weighted each calibration batch alike: the same
+        # statistics, and so reusable, only where every batch was full.
+        n = min(calibration_images, len(dataset.train)) if dataset is not None else calibration_images
+        self.unrecorded = {**UNRECORDED, "bn_average": BN_AVERAGE if n <= batch_size or n % batch_size == 0
+                           else "batches"}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
         self.archs: dict[str, dict[str, Any]] = {}  # hash -> architecture, of the children in the cache (rank 0)
         self.cache = self._load() if rank == 0 else {}
@@ -117,7 +123,7 @@ class Evaluator:
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                if all(record.get(k, UNRECORDED.get(k)) == v for k, v in self.context.items()):
+                if all(record.get(k, self.unrecorded.get(k)) == v for k, v in self.context.items()):
                     cache[record["hash"]] = float(record["top1"])
                     if isinstance(record.get("arch"), dict):
                         self.archs[record["hash"]] = record["arch"]

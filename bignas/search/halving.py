@@ -83,9 +83,14 @@ def _best_share(problem: Problem, search: Search, children: list[Child], top1: d
     chosen: set[str] = set()
     for target in search.targets:
         pool = [c for c in children if len(search.targets) == 1 or not problem.violations(c, target)]
-        ranked = sorted(pool, key=lambda c: -top1[c.hash])  # stable: among equals, the first evaluated
-        chosen.update(c.hash for c in ranked[:math.ceil(keep * len(pool))])
+        chosen.update(pool[i].hash for i in best_share([top1[c.hash] for c in pool], keep))
     return [c for c in children if c.hash in chosen]
+
+
+def best_share(scores: Sequence[float], keep: float) -> list[int]:
+    """Positions of the best ceil(keep * n) `scores`, best first; among equals, the earlier."""
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable
+    return ranked[:math.ceil(keep * len(scores))]
 
 
 def rung_settings(settings: HalvingSettings) -> list[dict[str, Any]]:
