@@ -166,7 +166,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         factor = 0.0
         if self.training:
             self.num_batches_tracked.add_(1)
-            # momentum=None is a cumulative average, used to re-estimate statistics (BN recalibration).
+            # as torch's BN: momentum=None is a cumulative average over batches (BN recalibration
+            # sets a momentum per batch instead, so that each image counts once: evaluate.recalibrate_bn)
             factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             if self.process_group is not None:
                 return sync_batch_norm(x, weight, bias, mean, var, factor, self.eps, self.process_group)
