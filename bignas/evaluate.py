@@ -32,14 +32,16 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.de
         m.reset_running_stats()
     model.train()
     seen = 0
-    for x in batches:
-        seen += len(x)
-        for m in norms:
-            m.momentum = len(x) / seen  # the running average over images: exact for the mean
-        model(x.to(device))
-    model.eval()
-    for m, momentum in zip(norms, momenta):  # a model trained further (finetune) keeps its own momentum
-        m.momentum = momentum
+    try:
+        for x in batches:
+            seen += len(x)
+            for m in norms:
+                m.momentum = len(x) / seen  # the running average over images: exact for the mean
+            model(x.to(device))
+    finally:
+        model.eval()
+        for m, momentum in zip(norms, momenta):  # a model trained further (finetune) keeps its own momentum
+            m.momentum = momentum
 
 
 @torch.no_grad()

@@ -199,11 +199,11 @@ def test_records_from_before_size_weighted_bn_calibration_are_reused_only_where_
         return Evaluator(model, space, None, tmp_path / "accuracy.jsonl", data_spec="synthetic",
                          calibration_images=calibration_images, batch_size=8, evaluate_one=lambda c: 0.5)
 
-    for n in (16, 12):  # 16 in batches of 8: even, the same statistics then; 12: a short last batch
+    for n in (16, 5, 12):  # 16 in batches of 8 or 5 in one: the same statistics then; 12: a short last batch
         record = {k: v for k, v in make(n).context.items() if k != "bn_average"}
         with open(tmp_path / "accuracy.jsonl", "a") as f:
             f.write(json.dumps({"hash": child.hash, "top1": 0.25, **record}) + "\n")
-    assert make(16)([child]) == [0.25]
+    assert make(16)([child]) == [0.25] and make(5)([child]) == [0.25]
     assert make(12)([child]) == [0.5]  # measured again; the new record is reused from then on
     assert make(12).known() == {child.hash: 0.5}
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from bignas.cost import child_cost
 from bignas.onnx_io import export_onnx, onnx_max_abs_diff
 from bignas.nn import SupernetStep, extract
-from bignas.nn.ops import conv_index
+from bignas.nn.ops import ElasticBatchNorm2d, conv_index
 from bignas.nn.step import LAYOUT_HINT
 from bignas.space import load_space
 from bignas.plan import effective_kernel, plan
@@ -225,11 +225,12 @@ def test_onnx_runtime_equals_pytorch_on_50_random_children(space_name, tmp_path)
     assert max(diffs) <= 1e-4
 
 
-def test_bn_recalibration_counts_every_image_once_whatever_the_batches():
+@pytest.mark.parametrize("norm", [torch.nn.BatchNorm2d, ElasticBatchNorm2d])
+def test_bn_recalibration_counts_every_image_once_whatever_the_batches(norm):
     from bignas.evaluate import recalibrate_bn
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), norm(4))
     x = torch.randn(70, 3, 5, 5)
     x[64:] += 3.0  # a short last batch unlike the rest: weighted like a full one, it would pull the mean
     recalibrate_bn(model, [x[:64], x[64:]], torch.device("cpu"))

@@ -9,16 +9,19 @@ test split is classified too. Each cell prints Kendall tau against the full esti
 calibration size, the whole val split) and its cost: the measured seconds per child of that
 calibration plus that many val images, as a share of the full estimate's.
 
-Simulation (--schedule). Successive halving over --candidates children drawn at random from the
+Replay (--schedule). Successive halving over --candidates children drawn at random from the
 measured ones, --draws times: each rung keeps the best share of the last (`halving.best_share`,
 as search promotes), then the best child on the full estimate is picked. Printed beside the pick
 of the full estimate over all the candidates (full-fidelity search at equal candidates): the
 pick's val top-1 (biased upwards by selection, more so the more children are compared), its test
-top-1 (unbiased), and the evaluation cost as a share of full fidelity's. A schedule is rungs
-`CALIBRATIONxVAL:KEEP` joined by commas, lowest first: `64x128:0.2` is search's default.
+top-1, and the evaluation cost as a share of full fidelity's. The draws share the measured
+children, and candidates here are uniform, not a strategy's: the replay ranks schedules, a real
+search (bench_strategies.py --halving) measures one. A schedule is its lower rungs
+`CALIBRATIONxVAL` joined by commas, lowest first, then `:KEEP`, the share each rung promotes, as
+`search --fidelity-option` sets them: `64x128:0.2` is search's default.
 
 Usage: python tools/bench_fidelity.py --run RUN [--children 60] [--calibration 64 128 256 512]
-       [--val 64 128 256] [--save FILE.json] [--schedule 64x128:0.2 32x64:0.5,128x256:0.3 ...]
+       [--val 64 128 256] [--save FILE.json] [--schedule 64x128:0.2 32x64,128x256:0.4 ...]
        python tools/bench_fidelity.py --load FILE.json --schedule ...   (simulate again, measure nothing)
 """
 
@@ -121,16 +124,22 @@ def report(m: dict) -> None:
         print(f"{c:>11} " + " ".join(f"{cell:>16}" for cell in cells))
 
 
-def parse_schedule(text: str, m: dict) -> list[tuple[str, float]]:
-    """`64x128:0.2,128x256:0.3` -> [("64x128", 0.2), ("128x256", 0.3)]; cells must have been measured."""
-    rungs = []
-    for rung in text.split(","):
-        cell, _, keep = rung.partition(":")
-        if cell not in m["top1"] or not keep:
-            raise SystemExit(f"--schedule {text}: rung {rung!r} is not CALIBRATIONxVAL:KEEP of a measured cell "
-                             f"(measured: {', '.join(m['top1'])})")
-        rungs.append((cell, float(keep)))
-    return rungs
+def parse_schedule(text: str) -> tuple[list[str], float]:
+    """`32x64,128x256:0.4` -> (["32x64", "128x256"], 0.4)."""
+    cells, _, keep = text.rpartition(":")
+    try:
+        share = float(keep)
+    except ValueError:
+        share = 0.0
+    if not cells or not 0 < share <= 1 or not all(_cell(c) for c in cells.split(",")):
+        raise SystemExit(f"--schedule {text}: expected rungs CALIBRATIONxVAL joined by commas, then :KEEP with "
+                         f"0 < KEEP <= 1, e.g. 64x128:0.2 or 32x64,128x256:0.4")
+    return cells.split(","), share
+
+
+def _cell(text: str) -> bool:
+    c, _, v = text.partition("x")
+    return c.isdigit() and v.isdigit()
 
 
 def simulate(m: dict, schedules: list[str], candidates: int, draws: int) -> None:
@@ -141,7 +150,7 @@ def simulate(m: dict, schedules: list[str], candidates: int, draws: int) -> None
     full_cost = cost(m, m["full"])
     rng = random.Random(derive_seed("bench_fidelity", "simulate"))
     samples = [rng.sample(range(n), candidates) for _ in range(draws)]
-    print(f"\nsuccessive halving over {candidates} of the {n} children, {draws} draws: mean ± sd of the pick's "
+    print(f"\nsuccessive halving replayed over {candidates} of the {n} children, {draws} draws: mean ± sd of the pick's "
           f"val and test top-1, and the evaluation cost as a share of full fidelity's")
     print(f"{'schedule':>28} {'val top-1':>16} {'test top-1':>16} {'cost':>6} {'full evals':>10}")
 
@@ -152,11 +161,14 @@ def simulate(m: dict, schedules: list[str], candidates: int, draws: int) -> None
 
     row("full fidelity", [max(s, key=lambda i: full[i]) for s in samples], [1.0] * draws, [candidates] * draws)
     for text in schedules:
-        rungs = parse_schedule(text, m)
+        cells, keep = parse_schedule(text)
+        missing = [c for c in cells if c not in m["top1"]]
+        if missing:
+            raise SystemExit(f"--schedule {text}: {', '.join(missing)} not measured (measured: {', '.join(m['top1'])})")
         picks, costs, fulls = [], [], []
         for alive in samples:
             spent = 0.0
-            for cell, keep in rungs:
+            for cell in cells:
                 spent += len(alive) * cost(m, cell)
                 scores = m["top1"][cell]
                 alive = [alive[i] for i in best_share([scores[j] for j in alive], keep)]
@@ -177,13 +189,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--save", type=Path, help="write every measured figure to this JSON file")
     parser.add_argument("--load", type=Path, help="take the figures from a JSON file --save wrote: measure nothing")
-    parser.add_argument("--schedule", nargs="+", default=[], metavar="RUNGS",
-                        help="successive-halving schedules to simulate, e.g. 64x128:0.2 32x64:0.5,128x256:0.3")
-    parser.add_argument("--candidates", type=int, default=60, help="children per simulated search")
-    parser.add_argument("--draws", type=int, default=2000, help="simulated searches per schedule")
+    parser.add_argument("--schedule", nargs="+", default=[], metavar="RUNGS:KEEP",
+                        help="successive-halving schedules to replay, e.g. 64x128:0.2 32x64,128x256:0.4")
+    parser.add_argument("--candidates", type=int, default=40,
+                        help="children per replayed search (fewer than the children measured)")
+    parser.add_argument("--draws", type=int, default=2000, help="replayed searches per schedule")
     args = parser.parse_args()
     if (args.run is None) == (args.load is None):
         parser.error("give --run (measure) or --load (figures measured before), not both")
+    for text in args.schedule:
+        parse_schedule(text)  # refuse a malformed schedule before measuring for minutes
+    if args.candidates < 1 or args.draws < 1:
+        parser.error("--candidates and --draws must be at least 1")
+    if args.schedule and args.run and args.candidates >= args.children:
+        parser.error(f"--candidates {args.candidates} must be below --children {args.children}, so that draws differ")
 
     m = json.loads(args.load.read_text()) if args.load else measure(args)
     if args.save:

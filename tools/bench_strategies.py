@@ -121,11 +121,15 @@ def main() -> None:
 
     if args.option and len(args.strategies) != 1:
         parser.error("--option sets one strategy's settings: give that one with --strategies")
+    if args.halving_variant and not args.halving:
+        parser.error("--halving-variant runs the --halving strategies again: name them with --halving")
     try:
         settings = {name: make_settings(name, args.option if name in args.strategies else [])
                     for name in {*args.strategies, *args.guided, *args.halving}}
         guided = make_guided(args.predictor_option)
         halvings = [make_halving(args.fidelity_option + extra) for extra in [[], *args.halving_variant]]
+        if len(halvings) > 1 and not args.fresh_cache:  # the variants would reuse each other's evaluations
+            parser.error("--halving-variant compares evaluation times: give --fresh-cache")
     except SearchError as e:
         parser.error(str(e))
     # (label, strategy, guided settings or None, halving settings or None) of every search benchmarked
@@ -223,7 +227,9 @@ def main() -> None:
           f"{len(evaluator.known())} children cached")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"run": args.run, "data": data, "threads": args.threads, "options": args.option, "seconds": elapsed, "warmups": warmups, "rows": rows}, f,
+            json.dump({"run": args.run, "data": data, "threads": args.threads, "options": args.option,
+                       "halving": {label: settings_dict(h) for label, _, _, h in variants if h is not None},
+                       "seconds": elapsed, "warmups": warmups, "rows": rows}, f,
                       indent=1)
 
 

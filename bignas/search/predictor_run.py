@@ -56,8 +56,11 @@ def load(path: str | Path, space: SearchSpace, evaluator: Evaluator) -> predicto
     if doc.get("space_hash") != space.hash:
         raise PredictorError(f"{path}: fitted for another search space (field 'space_hash'), not '{space.name}'")
     cache = doc.get("cache", {})
-    if cache.get("context") != evaluator.context:
-        raise PredictorError(f"{path}: fitted on accuracies of other weights or data (field 'cache.context'): "
+    stored = cache.get("context") if isinstance(cache.get("context"), dict) else {}
+    if stored != evaluator.context:
+        differ = sorted(k for k in {*stored, *evaluator.context} if stored.get(k) != evaluator.context.get(k))
+        raise PredictorError(f"{path}: fitted on accuracies measured otherwise (field 'cache.context' differs in "
+                             f"{', '.join(differ)}: other weights, data or evaluation): "
                              f"refit it with 'bignas predictor --run RUN'")
     if cache.get("digest") != evaluator.digest():
         raise PredictorError(f"{path}: stale, fitted on {doc.get('children')} children, and the accuracy cache "
