@@ -22,8 +22,8 @@ Cheaper estimation (issue 16): --guided NAME ... adds those strategies predictor
 prior children (the budget counts every child the predictor learns from); --halving NAME ... adds
 them with successive halving (the budget counts candidates; the eval s column is the evaluation
 wall-clock of all rungs); each --halving-variant adds them again with other settings, shown as
-NAME+halving2, +halving3, ..., so that two settings compare side by side. With --fresh-cache every search starts from an empty cache, so eval s is
-the real cost of its evaluations.
+NAME+halving2, +halving3, ..., so that two settings compare side by side. With --fresh-cache every
+search starts from an empty cache, so eval s is the real cost of its evaluations.
 
 Usage: python tools/bench_strategies.py --run RUN [--data cifar10:PATH] [--json results.json]
 """
