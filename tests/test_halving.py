@@ -115,3 +115,23 @@ def test_a_val_subset_is_fixed_nested_and_cached_apart(tmp_path):
     again = Evaluator(model, space, dataset, tmp_path / "accuracy.jsonl", data_spec="mnist5k", calibration_images=8,
                       batch_size=8, val_images=len(val) + 5, evaluate_one=lambda c: 0.0)
     assert again.val_images is None and again([child]) == [0.75]  # a subset of at least the split is the split
+
+
+def test_an_evaluator_on_the_test_split_measures_it_and_keeps_it_apart_from_val(tmp_path):
+    from bignas.evaluate import evaluate_child
+    from conftest import make_random_supernet
+
+    dataset = load_dataset("mnist5k")
+    net = make_random_supernet("cifar-small").eval()
+    child = net.space.min()
+    cache = tmp_path / "accuracy.jsonl"
+    test = Evaluator(net, net.space, dataset, cache, data_spec="mnist5k", calibration_images=8, batch_size=64,
+                     split="test")
+    expected, _ = evaluate_child(net, child, dataset, "test", calibration_images=8, batch_size=64)
+    assert test([child]) == [expected]
+    val = Evaluator(net, net.space, dataset, cache, data_spec="mnist5k", calibration_images=8, batch_size=64,
+                    evaluate_one=lambda c: -1.0)
+    assert val.known() == {} and val([child]) == [-1.0]  # the test record is not a val accuracy
+    with pytest.raises(ValueError, match="split"):
+        Evaluator(net, net.space, dataset, cache, data_spec="mnist5k", calibration_images=8, batch_size=64,
+                  split="train")

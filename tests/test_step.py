@@ -10,10 +10,12 @@ from torch import nn
 
 from bignas.nn import SupernetStep
 from bignas.nn.step import LAYOUT_HINT
-from bignas.train.sandwich import children_for_step, sandwich_backward
+from bignas.train.config import SandwichConfig
+from bignas.train.sandwich import children_for_step, distill_loss, sandwich_backward
 from conftest import make_random_supernet
 
-SANDWICH = dict(label_smoothing=0.1, dropout=0.0, drop_connect=0.0, distill=True, autocast=contextlib.nullcontext)
+SANDWICH = dict(label_smoothing=0.1, dropout=0.0, drop_connect=0.0, distill=distill_loss(SandwichConfig()),
+                autocast=contextlib.nullcontext)
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +164,55 @@ def test_soft_cross_entropy_at_a_temperature_keeps_the_gradient_scale():
     # d/ds of T^2 * H(softmax(teacher/T), softmax(s/T)) is T * (softmax(s/T) - softmax(teacher/T)) / N
     expected = t * (torch.softmax(student.detach() / t, 1) - torch.softmax(teacher / t, 1)) / 6
     torch.testing.assert_close(student.grad, expected)
+
+
+def _alpha_divergence_exact(student, teacher, alpha):
+    """D_alpha(p||q) per image from its definition, differentiable in the student's logits."""
+    q, p = torch.softmax(student, 1), torch.softmax(teacher, 1)
+    return (q * ((p / q) ** alpha - 1)).sum(1) / (alpha * (alpha - 1))
+
+
+def test_alpha_divergence_is_the_larger_divergence_with_its_exact_gradient_where_nothing_is_clipped():
+    from bignas.train.sandwich import alpha_divergence
+
+    gen = torch.Generator().manual_seed(2)
+    student = torch.randn(16, 10, generator=gen, requires_grad=True)
+    teacher = torch.randn(16, 10, generator=gen)
+    low, high = -1.0, 2.0
+    alpha_divergence(student, teacher, low, high, clip=1e9).backward()
+    got = student.grad.clone()
+
+    exact = torch.maximum(_alpha_divergence_exact(student, teacher, low),
+                          _alpha_divergence_exact(student, teacher, high))
+    student.grad = None
+    exact.mean().backward()
+    torch.testing.assert_close(got, student.grad)
+    picks = _alpha_divergence_exact(student, teacher, low) > _alpha_divergence_exact(student, teacher, high)
+    assert 0 < picks.sum() < 16  # both ends were picked for some images: the test covers the choice
+    torch.testing.assert_close(alpha_divergence(student, teacher, low, high, clip=1e9), exact.mean())
+
+
+def test_alpha_divergence_at_alpha_one_is_the_kl_of_soft_cross_entropy_and_its_clip_bounds_the_gradient():
+    from bignas.train.sandwich import alpha_divergence, soft_cross_entropy
+
+    gen = torch.Generator().manual_seed(3)
+    teacher = torch.randn(8, 10, generator=gen)
+    student = torch.randn(8, 10, generator=gen, requires_grad=True)
+    # Both ends within 1e-3 of 1: KL(p||q), whose gradient is that of the soft cross-entropy.
+    alpha_divergence(student, teacher, alpha_min=1.0 - 1e-4, alpha_max=1.0).backward()
+    kl_grad = student.grad.clone()
+    student.grad = None
+    soft_cross_entropy(student, torch.softmax(teacher, 1)).backward()
+    torch.testing.assert_close(kl_grad, student.grad, atol=1e-6, rtol=1e-4)
+
+    # A student sure of a class the teacher rules out: its unclipped alpha=-1 weights q/p are huge.
+    confident = torch.zeros(1, 10)
+    confident[0, 0] = 30.0
+    unsure = torch.zeros(1, 10)
+    unsure[0, 0] = -30.0
+    grads = []
+    for clip in (5.0, 1e30):
+        s = confident.clone().requires_grad_(True)
+        alpha_divergence(s, unsure, alpha_min=-1.0, alpha_max=1.0, clip=clip).backward()
+        grads.append(s.grad.abs().max().item())
+    assert grads[0] <= 5.0 < grads[1]

@@ -43,6 +43,12 @@ def test_bad_configs_are_refused(tmp_path):
         load_config("quickstart.yaml", ["sandwich.temperature=0"])
     with pytest.raises(ConfigError, match="'sandwich.distill_start_epochs'"):
         load_config("quickstart.yaml", ["sandwich.distill_start_epochs=-1"])
+    with pytest.raises(ConfigError, match="'sandwich.distill_loss'"):
+        load_config("quickstart.yaml", ["sandwich.distill_loss=js"])
+    with pytest.raises(ConfigError, match="'sandwich.alpha_max'.*above alpha_min"):
+        load_config("quickstart.yaml", ["sandwich.alpha_min=1", "sandwich.alpha_max=-1"])
+    with pytest.raises(ConfigError, match="'sandwich.alpha_clip'"):
+        load_config("quickstart.yaml", ["sandwich.alpha_clip=0"])
     assert load_config("quickstart.yaml", ["sandwich.temperature=2", "sandwich.distill_start_epochs=0.5"]).sandwich \
         .temperature == 2.0
     with pytest.raises(ConfigError, match="'finetune.teacher' = 'smallest' is not one of"):
@@ -90,6 +96,7 @@ def test_distillation_switches_change_what_the_other_children_learn(tiny_config,
     distilled = two_steps()
     assert not same(distilled, labels)
     assert not same(two_steps("sandwich.temperature=4"), distilled)
+    assert not same(two_steps("sandwich.distill_loss=alpha"), distilled)
 
 
 def test_resume_after_kill_continues_exactly(tiny_config, tmp_path):

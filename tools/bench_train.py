@@ -17,9 +17,9 @@ import time
 import torch
 
 from bignas.nn import Supernet, SupernetStep
-from bignas.train.config import OptimizerConfig
+from bignas.train.config import OptimizerConfig, SandwichConfig
 from bignas.train.recipe import make_optimizer, zero_init_last_bn
-from bignas.train.sandwich import children_for_step, sandwich_backward
+from bignas.train.sandwich import children_for_step, distill_loss, sandwich_backward
 from bignas.space import load_space
 
 
@@ -54,7 +54,8 @@ def main() -> None:
             start = time.perf_counter()  # the whole step: zeroing, sandwich, optimizer step
             with step:
                 sandwich_backward(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
-                                  drop_connect=0.1, distill=True, autocast=contextlib.nullcontext,
+                                  drop_connect=0.1, distill=distill_loss(SandwichConfig()),
+                                  autocast=contextlib.nullcontext,
                                   backward=step.backward)
             if i >= 2:
                 times.append(time.perf_counter() - start)

@@ -54,10 +54,10 @@ from bignas.latency.profiles import load_profile
 from bignas.latency.table import device_description
 from bignas.nn import Supernet, SupernetStep
 from bignas.space import load_space
-from bignas.train.config import OptimizerConfig, load_config
+from bignas.train.config import OptimizerConfig, SandwichConfig, load_config
 from bignas.train.distributed import pick_device
 from bignas.train.recipe import make_optimizer, zero_init_last_bn
-from bignas.train.sandwich import children_for_step, sandwich_backward
+from bignas.train.sandwich import children_for_step, distill_loss, sandwich_backward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +121,8 @@ def check_throughput(sizes: Sizes) -> str:
         children = children_for_step(space, 0, i, num_random=2)
         with step:
             parts = sandwich_backward(supernet, images, labels, children, label_smoothing=0.1, dropout=0.1,
-                                      drop_connect=0.1, distill=True, autocast=autocast, backward=step.backward)
+                                      drop_connect=0.1, distill=distill_loss(SandwichConfig()),
+                                      autocast=autocast, backward=step.backward)
         if i >= sizes.warmup_steps:
             losses.extend(parts)
             images_done += sizes.batch * len(children)

@@ -37,24 +37,28 @@ class Evaluator:
     `evaluate_one` measures, in the cache's context (default {"precision": "fp32"}; an int8 one
     also says how it quantizes: see `search.int8`), so fp32 and int8 accuracies never mix.
     `val_images`: measure on a fixed subset of that many validation images (`Split.subset`), a
-    lower fidelity, cached apart from the whole split's accuracies.
+    lower fidelity, cached apart from the whole split's accuracies. `split="test"` measures on the
+    test split instead, for benchmarks that check val against test; search never does.
     """
 
     def __init__(self, supernet: Supernet, space: SearchSpace, dataset: Dataset, cache_file: str | Path, *,
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  on_result: Callable[[], None] | None = None,
                  evaluate_one: Callable[[Child], float] | None = None, precision: dict[str, Any] | None = None,
-                 val_images: int | None = None) -> None:
+                 val_images: int | None = None, split: str = "val") -> None:
         self.supernet, self.space, self.dataset = supernet, space, dataset
         if val_images is not None and dataset is not None and val_images >= len(dataset.val):
             val_images = None  # the whole split
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         self.calibration_images, self.batch_size, self.val_images = calibration_images, batch_size, val_images
+        self.split = split
         self.rank, self.world_size = rank, world_size
         self.on_result = on_result
         self.evaluate_one = evaluate_one or self._evaluate
         self.path = Path(cache_file)
         self.context = {"weights": weights_digest(supernet), "data": data_spec,
-                        "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": "val",
+                        "data_fingerprint": dataset.fingerprint if dataset is not None else None, "split": split,
                         "calibration_images": calibration_images, "val_images": val_images,
                         "bn_average": BN_AVERAGE, **(precision or {"precision": "fp32"})}
         # Records from before `bn_average` weighted each calibration batch alike: the same
@@ -112,8 +116,9 @@ class Evaluator:
             self.on_result()
 
     def _evaluate(self, child: Child) -> float:
-        top1, _ = evaluate_child(self.supernet, child, self.dataset, "val", calibration_images=self.calibration_images,
-                                 batch_size=self.batch_size, images=self.val_images)
+        top1, _ = evaluate_child(self.supernet, child, self.dataset, self.split,
+                                 calibration_images=self.calibration_images, batch_size=self.batch_size,
+                                 images=self.val_images)
         return top1
 
     def _load(self) -> dict[str, float]:

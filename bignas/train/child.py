@@ -20,7 +20,7 @@ from bignas.space import Child
 from bignas.train.config import ConfigError, TrainConfig
 from bignas.train.recipe import Recipe, zero_last_bn
 from bignas.train.run_dir import RunDir, RunError, TrainedRun
-from bignas.train.sandwich import soft_cross_entropy
+from bignas.train.sandwich import distill_loss
 from bignas.weights import weights_digest
 
 # A fine-tuning run starts from its supernet's config, with: no warm-up (the weights are trained
@@ -105,10 +105,9 @@ class ChildRecipe(Recipe):
             if self.teacher is None:
                 loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.optimizer.label_smoothing)
             else:
-                temperature = self.cfg.sandwich.temperature  # as the supernet's children learnt from it
                 with torch.no_grad():
                     teacher = self.teacher(resize_batch(images, self.space.max().resolution)).float()
-                loss = soft_cross_entropy(logits, F.softmax(teacher / temperature, 1), temperature)
+                loss = distill_loss(self.cfg.sandwich)(logits, teacher)  # as the supernet's children learnt
         backward(loss)
         return {"loss": loss.detach()}
 

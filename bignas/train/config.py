@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 
 from bignas.errors import BignasError
-from bignas.schema import from_dict, load_yaml, parse_assignments, rules, shipped
+from bignas.schema import Invalid, from_dict, load_yaml, parse_assignments, rules, shipped
 
 # Numbers no config may make negative, and those that must be above zero.
 _NN, _POS = {"min": 0}, {"positive": True}
@@ -31,6 +31,18 @@ class SandwichConfig:
     distill: bool = True  # inplace distillation: other children learn the largest child's soft labels
     temperature: float = rules(1.0, **_POS)  # of those soft labels (1: the largest child's own predictions)
     distill_start_epochs: float = rules(0.0, **_NN)  # before this epoch, the other children learn the labels
+    # How they learn those soft labels: "kl", the KL divergence (BigNAS); "alpha", AlphaNet's adaptive
+    # alpha-divergence (Wang et al., 2021): per image the larger of D_alpha_min and D_alpha_max, its
+    # importance weights clipped at alpha_clip, so that a child is pushed both to cover the teacher's
+    # classes and not to be over-confident where the teacher is unsure.
+    distill_loss: Literal["kl", "alpha"] = "kl"
+    alpha_min: float = -1.0  # AlphaNet's defaults: -1, 1 (KL) and 5
+    alpha_max: float = 1.0
+    alpha_clip: float = rules(5.0, **_POS)
+
+    def __post_init__(self) -> None:
+        if self.alpha_min >= self.alpha_max:
+            raise Invalid("alpha_max", f"must be above alpha_min ({self.alpha_min}), got {self.alpha_max}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from bignas.train.checkpoint import CheckpointError
 from bignas.train.config import TrainConfig, check_resume
 from bignas.train.distributed import Distributed
 from bignas.train.run_dir import RunDir, RunError
-from bignas.train.sandwich import children_for_step, sandwich_backward
+from bignas.train.sandwich import children_for_step, distill_loss, sandwich_backward
 from bignas.train.schedule import lr_factor
 
 
@@ -114,8 +114,9 @@ class Recipe:
         parts = sandwich_backward(
             self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
             dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
-            distill=cfg.sandwich.distill and self.step >= cfg.sandwich.distill_start_epochs * self.steps_per_epoch,
-            temperature=cfg.sandwich.temperature, autocast=autocast, backward=backward)
+            distill=distill_loss(cfg.sandwich) if cfg.sandwich.distill and self.step >= (
+                cfg.sandwich.distill_start_epochs * self.steps_per_epoch) else None,
+            autocast=autocast, backward=backward)
         return {"loss_max": parts[0], "loss_min": parts[1]}
 
     def children_per_step(self) -> int:
