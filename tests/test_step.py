@@ -198,8 +198,8 @@ def test_alpha_divergence_at_alpha_one_is_the_kl_of_soft_cross_entropy_and_its_c
     gen = torch.Generator().manual_seed(3)
     teacher = torch.randn(8, 10, generator=gen)
     student = torch.randn(8, 10, generator=gen, requires_grad=True)
-    # Both ends within 1e-3 of 1: KL(p||q), whose gradient is that of the soft cross-entropy.
-    alpha_divergence(student, teacher, alpha_min=1.0 - 1e-4, alpha_max=1.0).backward()
+    # alpha = 1 (and within 1e-3 of it): KL(p||q), whose gradient is that of the soft cross-entropy.
+    alpha_divergence(student, teacher, 1.0 - 1e-4, 1.0, clip=5.0).backward()
     kl_grad = student.grad.clone()
     student.grad = None
     soft_cross_entropy(student, torch.softmax(teacher, 1)).backward()
@@ -213,6 +213,30 @@ def test_alpha_divergence_at_alpha_one_is_the_kl_of_soft_cross_entropy_and_its_c
     grads = []
     for clip in (5.0, 1e30):
         s = confident.clone().requires_grad_(True)
-        alpha_divergence(s, unsure, alpha_min=-1.0, alpha_max=1.0, clip=clip).backward()
+        alpha_divergence(s, unsure, -1.0, 1.0, clip=clip).backward()
         grads.append(s.grad.abs().max().item())
     assert grads[0] <= 5.0 < grads[1]
+
+
+def test_alpha_divergence_at_alpha_zero_is_the_reverse_kl_and_stays_finite_on_extreme_logits():
+    from bignas.train.sandwich import alpha_divergence
+
+    gen = torch.Generator().manual_seed(4)
+    teacher = torch.randn(8, 10, generator=gen)
+    student = torch.randn(8, 10, generator=gen, requires_grad=True)
+    value = alpha_divergence(student, teacher, 0.0, 0.0, clip=1e9)
+    value.backward()
+    got = student.grad.clone()
+    student.grad = None
+    q_log, p_log = torch.log_softmax(student, 1), torch.log_softmax(teacher, 1)
+    reverse_kl = (q_log.exp() * (q_log - p_log)).sum(1).mean()  # KL(q||p)
+    reverse_kl.backward()
+    torch.testing.assert_close(got, student.grad)
+    torch.testing.assert_close(value, reverse_kl)
+
+    extreme = torch.zeros(2, 10)
+    extreme[:, 0] = 1e4
+    s = (-extreme).requires_grad_(True)
+    loss = alpha_divergence(s, extreme, -1.0, 1.0, clip=5.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()

@@ -65,11 +65,12 @@ def test_schedule_warms_up_decays_and_ends_constant():
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
 
 
-def test_two_sandwich_steps_are_deterministic(tiny_config, tmp_path):
+@pytest.mark.parametrize("sampler", ["uniform", "best-up"])
+def test_two_sandwich_steps_are_deterministic(tiny_config, tmp_path, sampler):
     runs = []
     for i in range(2):
-        recipe = Recipe(load_config(tiny_config, ["epochs=1", "eval.every_epochs=0"]), tmp_path / f"r{i}",
-                        show_progress=False)
+        config = load_config(tiny_config, ["epochs=1", "eval.every_epochs=0", f"sandwich.sampler={sampler}"])
+        recipe = Recipe(config, tmp_path / f"r{i}", show_progress=False)
         recipe.setup()
         recipe.steps_per_epoch = 2  # two steps are enough to compare
         recipe.train()
@@ -97,6 +98,7 @@ def test_distillation_switches_change_what_the_other_children_learn(tiny_config,
     assert not same(distilled, labels)
     assert not same(two_steps("sandwich.temperature=4"), distilled)
     assert not same(two_steps("sandwich.distill_loss=alpha"), distilled)
+    assert not same(two_steps("sandwich.sampler=best-up"), distilled)
 
 
 def test_resume_after_kill_continues_exactly(tiny_config, tmp_path):
@@ -138,16 +140,19 @@ def test_refusals(tiny_config, tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
 
 
-def test_two_process_gloo_run_matches_one_process_over_the_same_global_batch(tiny_config, tmp_path):
+@pytest.mark.parametrize("sampler", ["uniform", "best-up"])
+def test_two_process_gloo_run_matches_one_process_over_the_same_global_batch(tiny_config, tmp_path, sampler):
     """torchrun with 2 CPU processes (gloo, synchronised BN) and batch 16 each vs one process with
     batch 32: same children (seeded by step), same images, same gradients up to float summation
     order. Tolerance 1e-3 absolute on every weight after 9 steps at lr 0.2 with momentum: the
     synchronised BN sums moments (E[x^2] - E[x]^2) where one process's BN takes two passes, and
     momentum carries those 1e-6 differences forward (measured: 2e-4 at most). BN running
     statistics, which sum such differences over every step, within 1% relative. Dropout and drop-connect are
-    off: their masks are drawn per process, so they cannot match a single process's."""
+    off: their masks are drawn per process, so they cannot match a single process's. With best-up
+    sampling, each process ranks the candidates on its half of the batch and the averaged losses
+    must pick the children one process picks on the whole batch."""
     common = ["--config", str(tiny_config), "--quiet", "epochs=1", "eval.every_epochs=0",
-              "model.dropout=0", "model.drop_connect=0"]
+              "model.dropout=0", "model.drop_connect=0", f"sandwich.sampler={sampler}"]
     single = subprocess.run([sys.executable, "-m", "bignas", "train", "--out", str(tmp_path / "one"),
                              *common, "batch_size=32"], capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, single.stderr

@@ -75,6 +75,13 @@ def training_gmacs(space, config, steps: int, child=None) -> float:
     return 3 * total * config.batch_size / 1e3
 
 
+def check_countable(config) -> None:
+    """Refuse, before any training, a run whose compute `training_gmacs` cannot count."""
+    if config.sandwich.sampler != "uniform":
+        raise SystemExit(f"bench_claim: sandwich.sampler={config.sandwich.sampler} picks children by their loss "
+                         "during training, which the compute count cannot replay; it counts uniform sampling only")
+
+
 def score(run: Path, child, device, calibration_images: int | None = None) -> dict[str, float]:
     trained = TrainedRun.open(run, device)
     if calibration_images is not None:  # BN recalibration on more or fewer images than the run's setting
@@ -118,9 +125,11 @@ def main() -> int:
         values = {k: v for k, v in (("epochs", args.epochs), ("data", args.data)) if v is not None}
         config = RunDir(supernet).read_config() if RunDir(supernet).config_file.exists() else \
             load_config(args.config, args.overrides, values)
+        check_countable(config)
         train(Recipe(config, supernet), supernet, times, "supernet")
         write_json(results_file, results)
     config = RunDir(supernet).read_config()
+    check_countable(config)
     trained = TrainedRun.open(supernet, device)
     space = trained.space
     print(f"machine: {device_description()}; torch threads {args.threads}; supernet {supernet}: "

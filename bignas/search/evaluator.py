@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ BN_AVERAGE = "images"  # BN recalibration weights each image alike (`evaluate.re
 
 
 class Evaluator:
-    """`evaluator(children) -> top-1 on the validation split`, each child evaluated at most once.
+    """`evaluator(children) -> top-1 on the validation split` (or `split`), each child evaluated at most once.
 
     `evaluate_one(child) -> top-1` replaces the default (BN recalibration + val top-1 through
     `evaluate_child`); the cache is keyed on `supernet`'s weights either way. `precision`: what
@@ -45,12 +45,12 @@ class Evaluator:
                  data_spec: str, calibration_images: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  on_result: Callable[[], None] | None = None,
                  evaluate_one: Callable[[Child], float] | None = None, precision: dict[str, Any] | None = None,
-                 val_images: int | None = None, split: str = "val") -> None:
+                 val_images: int | None = None, split: Literal["val", "test"] = "val") -> None:
         self.supernet, self.space, self.dataset = supernet, space, dataset
-        if val_images is not None and dataset is not None and val_images >= len(dataset.val):
-            val_images = None  # the whole split
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if val_images is not None and dataset is not None and val_images >= len(dataset.split(split)):
+            val_images = None  # the whole split
         self.calibration_images, self.batch_size, self.val_images = calibration_images, batch_size, val_images
         self.split = split
         self.rank, self.world_size = rank, world_size
@@ -94,11 +94,11 @@ class Evaluator:
         return [self.cache[c.hash] for c in children]
 
     def known(self) -> dict[str, float]:
-        """Every cached accuracy for these weights and data: child hash -> val top-1."""
+        """Every cached accuracy for these weights, data and split: child hash -> top-1."""
         return dict(self.cache)
 
     def known_children(self) -> list[tuple[Child, float]]:
-        """Every cached (child, val top-1) for these weights and data, in the order they were cached."""
+        """Every cached (child, top-1) for these weights, data and split, in the order they were cached."""
         return [(self.space.child_from_dict(self.archs[h], f"{self.path}: child {h}"), top1)
                 for h, top1 in self.cache.items() if h in self.archs]
 

@@ -38,11 +38,17 @@ class SandwichConfig:
     distill_loss: Literal["kl", "alpha"] = "kl"
     alpha_min: float = -1.0  # AlphaNet's defaults: -1, 1 (KL) and 5
     alpha_max: float = 1.0
-    alpha_clip: float = rules(5.0, **_POS)
+    alpha_clip: float = rules(5.0, min=1)  # below 1 every weight is clipped and p = q costs a loss
+
+    # Which random children: "uniform" draws (BigNAS), or AttentiveNAS's Pareto-aware "best-up" /
+    # "worst-up": each the lowest- / highest-loss on the step's batch of `candidates` children of
+    # about the same FLOPs (bignas.train.attentive; each candidate costs one forward pass).
+    sampler: Literal["uniform", "best-up", "worst-up"] = "uniform"
+    candidates: int = rules(3, min=2)  # AttentiveNAS's k
 
     def __post_init__(self) -> None:
-        if self.alpha_min >= self.alpha_max:
-            raise Invalid("alpha_max", f"must be above alpha_min ({self.alpha_min}), got {self.alpha_max}")
+        if self.alpha_min > self.alpha_max:
+            raise Invalid("alpha_max", f"must be at least alpha_min ({self.alpha_min}), got {self.alpha_max}")
 
 
 @dataclass(frozen=True)

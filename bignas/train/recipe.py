@@ -16,6 +16,7 @@ from bignas.evaluate import evaluate_child
 from bignas.nn import Supernet, SupernetStep
 from bignas.seeds import derive_seed
 from bignas.space import load_space
+from bignas.train.attentive import pareto_draw
 from bignas.train.checkpoint import CheckpointError
 from bignas.train.config import TrainConfig, check_resume
 from bignas.train.distributed import Distributed
@@ -110,7 +111,10 @@ class Recipe:
     def backward_step(self, images: torch.Tensor, labels: torch.Tensor, autocast, backward) -> dict[str, torch.Tensor]:
         """Forward and backward of one step's children; their detached losses by log name."""
         cfg = self.cfg
-        children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random)
+        draw = None if cfg.sandwich.sampler == "uniform" else pareto_draw(
+            self.model, images, labels, self.space, candidates=cfg.sandwich.candidates,
+            best=cfg.sandwich.sampler == "best-up", autocast=autocast, mean=self.dist.mean)
+        children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random, draw)
         parts = sandwich_backward(
             self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
             dropout=cfg.model.dropout, drop_connect=cfg.model.drop_connect,
@@ -120,6 +124,8 @@ class Recipe:
         return {"loss_max": parts[0], "loss_min": parts[1]}
 
     def children_per_step(self) -> int:
+        """Children trained per step: the logged images_per_s counts their images (not the extra
+        forward passes of a loss-ranking `sandwich.sampler`'s candidates)."""
         return 2 + self.cfg.sandwich.num_random
 
     def evaluate_epoch(self) -> dict[str, float]:
@@ -172,7 +178,7 @@ class Recipe:
                 self.step += 1
                 bar.update(1)
                 if self.step % cfg.log.every_steps == 0 or self.step == total:
-                    # The only host sync of the loop: once every log interval.
+                    # The loop's only host sync but for a loss-ranking sampler's: once every log interval.
                     now = time.perf_counter()
                     speed = images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
                     tick, tick_step = now, self.step

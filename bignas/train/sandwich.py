@@ -17,14 +17,22 @@ from bignas.space import Child, SearchSpace
 from bignas.train.config import SandwichConfig
 
 
-def children_for_step(space: SearchSpace, seed: int, step: int, num_random: int) -> list[Child]:
+def children_for_step(space: SearchSpace, seed: int, step: int, num_random: int,
+                      draw: Callable[[random.Random], Child] | None = None) -> list[Child]:
     """Largest, smallest and `num_random` random children of one step.
 
     Drawn from a generator seeded by (seed, step) only, so every data-parallel rank, and a
-    resumed run, trains exactly the same children.
+    resumed run, trains exactly the same children. `draw(rng)` replaces the uniform draw
+    (`space.sample`) of each random child (e.g. `attentive.pareto_draw`).
     """
     rng = random.Random(derive_seed("children", seed, step))
-    return [space.max(), space.min()] + [space.sample(rng) for _ in range(num_random)]
+    draw = draw or space.sample
+    return [space.max(), space.min()] + [draw(rng) for _ in range(num_random)]
+
+
+def child_logits(model: nn.Module, images: Tensor, child: Child, **kwargs) -> Tensor:
+    """The supernet's fp32 logits for `child`, on the batch resized to the child's resolution."""
+    return model(resize_batch(images, child.resolution), child, **kwargs).float()
 
 
 DistillLoss = Callable[[Tensor, Tensor], Tensor]  # (student logits, detached teacher logits) -> loss
@@ -52,14 +60,14 @@ def _alpha_terms(q: Tensor, p: Tensor, log_w: Tensor, alpha: float, clip: float)
     return (q * (w - 1.0)).sum(1) * scale, q * (w / alpha + scale)
 
 
-def alpha_divergence(student: Tensor, teacher: Tensor, alpha_min: float = -1.0, alpha_max: float = 1.0,
-                     clip: float = 5.0) -> Tensor:
+def alpha_divergence(student: Tensor, teacher: Tensor, alpha_min: float, alpha_max: float, clip: float) -> Tensor:
     """AlphaNet's adaptive distillation loss (Wang et al., 2021, Sec. 3), from logits: per image, the
     larger of the alpha-divergences D_alpha(p||q) at `alpha_min` and `alpha_max` between the teacher's
     distribution p and the student's q, averaged over the batch. A negative alpha punishes a student
     that is sure where the teacher is not, alpha = 1 (KL) one that misses classes the teacher sees.
-    The gradient is that of the divergence with its importance weights (p/q)^alpha clipped at `clip`
-    (their Sec. 3.2: unclipped, they explode where q is small); the value is the divergence itself."""
+    The importance weights (p/q)^alpha are clipped at `clip` (their Sec. 3.2: unclipped, they explode
+    where p/q is large for alpha > 0, small for alpha < 0), in the value and the gradient alike; the
+    value is the clipped divergence, which is not on the scale of a cross-entropy."""
     log_q = F.log_softmax(student, dim=1)
     log_p = F.log_softmax(teacher.detach(), dim=1)
     q, p, log_w = log_q.detach().exp(), log_p.exp(), log_p - log_q.detach()
@@ -67,7 +75,7 @@ def alpha_divergence(student: Tensor, teacher: Tensor, alpha_min: float = -1.0, 
     pick_low = (low > high).unsqueeze(1)
     value = torch.maximum(low, high)
     surrogate = -(torch.where(pick_low, low_weight, high_weight) * log_q).sum(1)  # its gradient is the one wanted
-    return (value + surrogate - surrogate.detach()).mean()
+    return (value + (surrogate - surrogate.detach())).mean()
 
 
 def distill_loss(cfg: SandwichConfig) -> DistillLoss:
@@ -96,15 +104,14 @@ def sandwich_backward(model: nn.Module, images: Tensor, labels: Tensor, children
     """
     largest, *others = children
     with autocast():
-        logits = model(resize_batch(images, largest.resolution), largest,
-                       dropout=dropout, drop_connect=drop_connect)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        logits = child_logits(model, images, largest, dropout=dropout, drop_connect=drop_connect)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     backward(loss)
-    teacher = logits.detach().float()
+    teacher = logits.detach()
     parts = [loss.detach()]
     for child in others:
         with autocast():
-            out = model(resize_batch(images, child.resolution), child).float()
+            out = child_logits(model, images, child)
             loss = distill(out, teacher) if distill is not None else F.cross_entropy(out, labels)
         backward(loss)
         parts.append(loss.detach())
