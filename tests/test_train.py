@@ -45,7 +45,7 @@ def test_bad_configs_are_refused(tmp_path):
         load_config("quickstart.yaml", ["sandwich.distill_start_epochs=-1"])
     with pytest.raises(ConfigError, match="'sandwich.distill_loss'"):
         load_config("quickstart.yaml", ["sandwich.distill_loss=js"])
-    with pytest.raises(ConfigError, match="'sandwich.alpha_max'.*above alpha_min"):
+    with pytest.raises(ConfigError, match="'sandwich.alpha_max'.*at least alpha_min"):
         load_config("quickstart.yaml", ["sandwich.alpha_min=1", "sandwich.alpha_max=-1"])
     with pytest.raises(ConfigError, match="'sandwich.alpha_clip'"):
         load_config("quickstart.yaml", ["sandwich.alpha_clip=0"])
