@@ -70,8 +70,9 @@ def pareto_draw(model: nn.Module, images: Tensor, labels: Tensor, space: SearchS
 
     The loss is the plain cross-entropy on the labels, in training mode (BN on the batch's
     statistics, every buffer restored after). `mean` averages the candidates' losses over the
-    processes of a torchrun job, so that every rank, which drew the same candidates from the same
-    generator, picks the same child. It costs one forward pass per candidate and a host sync."""
+    processes of a torchrun job (`Distributed.mean_`), so that every rank, which drew the same
+    candidates from the same generator, picks the same child. It costs one forward pass per
+    candidate and a host sync."""
     def draw(rng: random.Random) -> Child:
         pool = flops_matched(space, rng, candidates)
         with torch.no_grad(), statistics_kept(model):

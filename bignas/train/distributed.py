@@ -81,19 +81,19 @@ class Distributed:
         if self.world_size == 1:
             return
         grads = [p.grad for p in model.parameters()]
-        flat = self.mean(torch.cat([g.reshape(-1) for g in grads]))
+        flat = self.mean_(torch.cat([g.reshape(-1) for g in grads]))  # the fresh buffer, reduced in place
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The element-wise mean of `values` over the processes (the same tensor on every one)."""
-        if self.world_size == 1:
-            return values
-        values = values.clone()  # all_reduce works in place
-        dist.all_reduce(values)
-        return values.div_(self.world_size)
+    def mean_(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of `values` over the processes, written into `values` and returned
+        (the same tensor on every one; every process must call it)."""
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values.div_(self.world_size)
+        return values
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -113,7 +113,7 @@ class Recipe:
         cfg = self.cfg
         draw = None if cfg.sandwich.sampler == "uniform" else pareto_draw(
             self.model, images, labels, self.space, candidates=cfg.sandwich.candidates,
-            best=cfg.sandwich.sampler == "best-up", autocast=autocast, mean=self.dist.mean)
+            best=cfg.sandwich.sampler == "best-up", autocast=autocast, mean=self.dist.mean_)
         children = children_for_step(self.space, cfg.seed, self.step, cfg.sandwich.num_random, draw)
         parts = sandwich_backward(
             self.model, images, labels, children, label_smoothing=cfg.optimizer.label_smoothing,
