@@ -77,11 +77,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     space = run.space
     child = {"max": space.max, "min": space.min}.get(args.arch)
     child = child() if child else space.load_child(args.arch)
-    top1, _ = run.evaluate(child, run.dataset(args.data), args.split)
+    dataset = run.dataset(args.data)
+    calibration = min(args.calibration_images or run.config.eval.calibration_images, len(dataset.train))
+    top1, _ = run.evaluate(child, dataset, args.split, calibration)
     cost = child_cost(space, child)
     print(json.dumps({"arch": child.to_dict(space), "resolution": child.resolution, "top1": round(top1, 6),
                       "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-                      "split": args.split}))
+                      "split": args.split, "calibration_images": calibration}))
     return 0
 
 
@@ -165,12 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1 of one child of a trained supernet (JSON)",
                        description="Extract a child, re-estimate its BN statistics on a fixed calibration "
                                    "subset of the training split, and print one JSON object "
-                                   "{arch, resolution, top1, mflops, params_m, split}.")
+                                   "{arch, resolution, top1, mflops, params_m, split, calibration_images}.")
     p.add_argument("--run", required=True, help="run directory written by 'bignas train'")
     p.add_argument("--arch", required=True, help="'max', 'min', or a child architecture JSON file")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--split", choices=["val", "test"], default="val",
                    help="'val' (held out of training; what search uses) or 'test' (final reports only)")
+    p.add_argument("--calibration-images", type=positive(int), metavar="N",
+                   help="training images that re-estimate the child's BN statistics, the first N of the fixed "
+                        "calibration order (default: the run's eval.calibration_images; all of them if fewer)")
     add_device(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -70,7 +70,16 @@ def test_train_arch_trains_exactly_one_static_child_deterministically(tiny_confi
     capsys.readouterr()
     assert main(["evaluate", "--run", str(tmp_path / "a"), "--arch", str(arch)]) == 0
     logged = [r["top1"] for r in metric_records(tmp_path / "a") if r.get("kind") == "epoch"]
-    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged[-1], abs=1e-6)
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(logged[-1], abs=1e-6) and result["calibration_images"] == 64
+    # --calibration-images: the run's own count given explicitly changes nothing; more images than the
+    # training split holds means all of them, and the output says how many were used.
+    train_images = len(TrainedRun.open(tmp_path / "a", torch.device("cpu")).dataset().train)
+    for n, used in ((64, 64), (10**6, train_images)):
+        assert main(["evaluate", "--run", str(tmp_path / "a"), "--arch", str(arch),
+                     "--calibration-images", str(n)]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["calibration_images"] == used and (n != 64 or again["top1"] == result["top1"])
     assert main(["evaluate", "--run", str(tmp_path / "a"), "--arch", "max"]) == 2
 
 

@@ -119,6 +119,7 @@ CASES = [
     (["evaluate", "--run", "{in}/run", "--arch", "{in}/folder.json"], "folder.json"),
     (["evaluate", "--run", "{in}/run", "--arch", "{in}/cifar-small-max.json"], "cifar-small"),
     (["evaluate", "--run", "{in}/run", "--arch", "max", "--split", "train"], "--split"),
+    (["evaluate", "--run", "{in}/run", "--arch", "max", "--calibration-images", "0"], "--calibration-images"),
     (["evaluate", "--run", "{in}/run", "--arch", "max", "--data", "cifar10:{in}/nowhere"], "nowhere"),
     (["evaluate", "--run", "{in}/run", "--arch", "max", "--data", "imagefolder:{in}/cmyk-tree"], "cmyk.jpg"),
     (["evaluate", "--run", "{in}/run", "--arch", "max", "--data", "imagefolder:{in}/rgb-tree"], "2 classes"),

@@ -242,10 +242,11 @@ class TrainedRun:
                            f"{self.space.num_classes}")
         return dataset
 
-    def evaluate(self, child: Child, dataset: Dataset, split: str = "val") -> tuple[float, nn.Module]:
-        """Top-1 of `child` on `split` after BN recalibration with the run's eval settings, and the
-        calibrated static child."""
+    def evaluate(self, child: Child, dataset: Dataset, split: str = "val",
+                 calibration_images: int | None = None) -> tuple[float, nn.Module]:
+        """Top-1 of `child` on `split` after BN recalibration with the run's eval settings (or on
+        `calibration_images` images instead), and the calibrated static child."""
         self.check_child(child)
         return evaluate_child(self.supernet, child, dataset, split,
-                              calibration_images=self.config.eval.calibration_images,
+                              calibration_images=calibration_images or self.config.eval.calibration_images,
                               batch_size=self.config.eval.batch_size)
