@@ -70,6 +70,7 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bignas.evaluate import calibration_count
     from bignas.train.distributed import pick_device
     from bignas.train.run_dir import TrainedRun
 
@@ -78,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     child = {"max": space.max, "min": space.min}.get(args.arch)
     child = child() if child else space.load_child(args.arch)
     dataset = run.dataset(args.data)
-    calibration = min(args.calibration_images or run.config.eval.calibration_images, len(dataset.train))
+    calibration = calibration_count(dataset, args.calibration_images or run.config.eval.calibration_images)
     top1, _ = run.evaluate(child, dataset, args.split, calibration)
     cost = child_cost(space, child)
     print(json.dumps({"arch": child.to_dict(space), "resolution": child.resolution, "top1": round(top1, 6),

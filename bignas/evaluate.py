@@ -77,11 +77,17 @@ def evaluate_static(static: nn.Module, resolution: int, dataset: Dataset, split:
                 next(static.parameters()).device)
 
 
+def calibration_count(dataset: Dataset, images: int) -> int:
+    """How many calibration images `images` asks of `dataset`: the first `images` of its training
+    split, all of them if it holds fewer."""
+    return min(images, len(dataset.train))
+
+
 def calibrate_static(static: nn.Module, resolution: int, dataset: Dataset, calibration_images: int,
                      batch_size: int) -> None:
     """Recalibrate a static child's BN statistics in place on the first `calibration_images` fixed
     calibration images of the training split (all of them if fewer); leaves it in eval mode."""
-    n = min(calibration_images, len(dataset.train))
+    n = calibration_count(dataset, calibration_images)
     recalibrate_bn(static, dataset.calibration_batches(n, batch_size, resolution), next(static.parameters()).device)
 
 
@@ -92,7 +98,7 @@ def quantize_child(fp32: Path, out: Path, dataset: Dataset, batch_size: int, res
     the first `calibration.images` of them, in `batch_size` batches): export and search quantize a
     child identically, so the int8 top-1 a search reports is the exported file's. Returns the
     number of images used."""
-    images = min(calibration.images, len(dataset.train))
+    images = calibration_count(dataset, calibration.images)
     batches = (x.numpy() for x in dataset.calibration_batches(images, batch_size, resolution))
     quantize(fp32, out, batches, fmt, calibration.method)
     return images

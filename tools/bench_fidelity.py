@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from bignas.data import resize_batch
-from bignas.evaluate import recalibrate_bn
+from bignas.evaluate import calibration_count, recalibrate_bn
 from bignas.io import write_json
 from bignas.latency.stats import kendall
 from bignas.nn import extract
@@ -64,7 +64,7 @@ def measure(args: argparse.Namespace) -> dict:
     data = args.data or run.config.data
     dataset = run.dataset(data)
     space, batch = run.space, run.config.eval.batch_size
-    full_cal = min(run.config.eval.calibration_images, len(dataset.train))
+    full_cal = calibration_count(dataset, run.config.eval.calibration_images)
     calibrations = sorted({c for c in args.calibration if c < full_cal} | {full_cal})
     n_val = len(dataset.val)
     vals = sorted({v for v in args.val if v < n_val} | {n_val})

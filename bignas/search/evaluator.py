@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from bignas.data import Dataset
 from bignas.nn import Supernet
-from bignas.evaluate import evaluate_child
+from bignas.evaluate import calibration_count, evaluate_child
 from bignas.io import digest
 from bignas.weights import weights_digest
 from bignas.space import Child, SearchSpace
@@ -63,7 +63,7 @@ class Evaluator:
                         "bn_average": BN_AVERAGE, **(precision or {"precision": "fp32"})}
         # Records from before `bn_average` weighted each calibration batch alike: the same
         # statistics, and so reusable, only where every batch was full.
-        n = min(calibration_images, len(dataset.train)) if dataset is not None else calibration_images
+        n = calibration_count(dataset, calibration_images) if dataset is not None else calibration_images
         self.unrecorded = {**UNRECORDED, "bn_average": BN_AVERAGE if n <= batch_size or n % batch_size == 0
                            else "batches"}
         self.skipped = 0  # unreadable cache lines (cut short by a killed run): those children are evaluated again
