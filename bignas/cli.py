@@ -7,12 +7,10 @@ import json
 import math
 import random
 import sys
-import traceback
 from pathlib import Path
 
-from bignas import __version__
 from bignas.cost import child_cost
-from bignas.errors import BignasError
+from bignas.errors import BignasError, run_entry_point
 from bignas.latency import PROFILE_CHILDREN, QUICK_CHILDREN, REPEAT_CHILDREN, STATS, TRANSFER_CHILDREN
 from bignas.latency.profiles import profile_names
 from bignas.memory import child_memory
@@ -27,14 +25,7 @@ from bignas.train.command import add_train_parsers
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     space = load_space(args.space)
-    if args.arch == "max":
-        child = space.max()
-    elif args.arch == "min":
-        child = space.min()
-    elif args.arch == "random":
-        child = space.sample(random.Random(args.seed))
-    else:
-        child = space.load_child(args.arch)
+    child = space.named_child(args.arch, random.Random(args.seed))
     print(json.dumps({"space": space.name, "arch": child.to_dict(space), "resolution": child.resolution,
                       **child_cost(space, child).summary(), **child_memory(space, child).summary()}))
     return 0
@@ -76,15 +67,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = TrainedRun.open(args.run, pick_device(args.device))
     space = run.space
-    child = {"max": space.max, "min": space.min}.get(args.arch)
-    child = child() if child else space.load_child(args.arch)
+    child = space.named_child(args.arch)
     dataset = run.dataset(args.data)
     calibration = calibration_count(dataset, args.calibration_images or run.config.eval.calibration_images)
     top1, _ = run.evaluate(child, dataset, args.split, calibration)
-    cost = child_cost(space, child)
     print(json.dumps({"arch": child.to_dict(space), "resolution": child.resolution, "top1": round(top1, 6),
-                      "mflops": round(cost.mflops, 4), "params_m": round(cost.params_m, 6),
-                      "split": args.split, "calibration_images": calibration}))
+                      **child_cost(space, child).summary(), "split": args.split,
+                      "calibration_images": calibration}))
     return 0
 
 
@@ -372,19 +361,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BignasError as e:
-        print(f"bignas {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the file system refused (a path under a file, no space, no permission)
-        print(f"bignas {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bignas {args.command}: interrupted (what was finished is kept)", file=sys.stderr)
-        return 130
-    except Exception:  # not a refusal of bad input: a bug of bignas, shown whole
-        traceback.print_exc()
-        print(f"bignas {args.command}: internal error, a bug of bignas {__version__}: please report it with "
-              f"the command line and the traceback above", file=sys.stderr)
-        return 1
+    return run_entry_point(f"bignas {args.command}", lambda: args.func(args))

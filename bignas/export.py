@@ -55,7 +55,10 @@ def load_child(path: str | Path) -> nn.Module | OnnxChild:
 
     space, child, state_dict = read_child(path)
     model = StaticNet(plan(space, child))
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+        raise ExportError(f"{path}: field 'state_dict' does not fit the file's own 'arch' ({e})") from None
     model.arch = json.loads(json.dumps(child.to_dict(space)))  # lists, as in the file
     return model.eval()
 

@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, get_args
+from typing import Any, Collection, Iterable, Iterator, Literal, get_args
 
 from bignas.errors import BignasError
 from bignas.io import digest, read_json
@@ -147,6 +147,19 @@ class SearchSpace:
             head=rng.choice(self.head.widths),
             mix=rng.choice(self.head.mix_widths) if self.head.mix_widths else None,
         )
+
+    def distinct_samples(self, rng: random.Random, n: int, first: Iterable["Child"] = (),
+                         taken: Collection[str] = ()) -> list["Child"]:
+        """`first`, then uniformly random children: `n` distinct in all, none whose hash is in
+        `taken`; fewer where 100 n draws do not find that many (a space of few children)."""
+        children = {c.hash: c for c in first}
+        for _ in range(100 * n):
+            if len(children) >= n:
+                break
+            child = self.sample(rng)
+            if child.hash not in taken:
+                children.setdefault(child.hash, child)
+        return list(children.values())[:n]
 
     def mutate(self, child: "Child", rng: random.Random, prob: float = 0.1) -> "Child":
         """Resample each choice of `child` independently with probability `prob`."""
@@ -306,6 +319,17 @@ class SearchSpace:
         if data.get("space", self.name) != self.name:
             raise SpaceError(f"{source}: field 'space' is '{data['space']}', expected '{self.name}'")
         return self.validate(child, source)
+
+    def named_child(self, arch: str, rng: random.Random | None = None) -> "Child":
+        """The child an `--arch` flag names: "max", "min", "random" (drawn from `rng`, where the
+        command offers it) or a child architecture JSON file."""
+        if arch == "max":
+            return self.max()
+        if arch == "min":
+            return self.min()
+        if arch == "random" and rng is not None:
+            return self.sample(rng)
+        return self.load_child(arch)
 
     def load_child(self, path: str | Path) -> "Child":
         """Read a child architecture JSON file and validate it against this space."""

@@ -170,6 +170,22 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(fault_config
     assert_same_run(run, straight_run)
 
 
+def test_a_damaged_final_weights_file_is_refused_then_rewritten_from_the_last_checkpoint(straight_run, tmp_path,
+                                                                                          capsys):
+    run = tmp_path / "run"
+    shutil.copytree(straight_run, run)
+    final = run / "supernet.pt"
+    good = final.read_bytes()
+    final.write_bytes(good[:len(good) // 2])  # cut short, as by a disk error after the run ended
+    assert main(["evaluate", "--run", str(run), "--arch", "max"]) == 2
+    err = capsys.readouterr().err
+    assert f"{final}: not a readable weights file" in err and f"'bignas train --out {run} --resume'" in err, err
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    capsys.readouterr()
+    assert_same_run(run, straight_run)
+    assert main(["evaluate", "--run", str(run), "--arch", "max"]) == 0
+
+
 def test_a_killed_export_leaves_the_earlier_export_whole(straight_run, tmp_path, capsys):
     run, space = straight_run, RunDir(straight_run).read_space()
     archs = {}

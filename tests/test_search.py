@@ -178,6 +178,12 @@ def test_export_writes_a_consistent_checked_card(tiny_run, capsys):
     (out / "truncated.pt").write_bytes((out / "child.pt").read_bytes()[:100])
     with pytest.raises(BignasError, match="truncated.pt"):
         bignas.load_child(out / "truncated.pt")
+    saved = torch.load(out / "child.pt", weights_only=True)
+    saved["state_dict"].pop(next(iter(saved["state_dict"])))
+    torch.save(saved, out / "mismatched.pt")
+    with pytest.raises(BignasError, match="mismatched.pt: field 'state_dict' does not fit the file's own 'arch'"):
+        bignas.load_child(out / "mismatched.pt")
+    (out / "mismatched.pt").unlink()
     # OUT now holds a file that is not an export's: refused before any work, nothing touched.
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["export", "--run", str(run), "--arch", str(arch), "--out", str(out)]) == 2

@@ -39,6 +39,24 @@ def test_sampling_is_reproducible():
     assert space.sample(random.Random(7)) != space.sample(random.Random(8))
 
 
+def test_distinct_samples_and_named_children(tmp_path):
+    space = load_space("cifar-small")
+    ends = (space.min(), space.max())
+    children = space.distinct_samples(random.Random(1), 12, first=ends)
+    assert children[:2] == list(ends) and len({c.hash for c in children}) == 12
+    assert children == space.distinct_samples(random.Random(1), 12, first=ends)  # reproducible
+    fresh = space.distinct_samples(random.Random(1), 12, taken={c.hash for c in children})
+    assert len(fresh) == 12 and not {c.hash for c in fresh} & {c.hash for c in children}
+    # --arch names
+    assert space.named_child("max") == space.max() and space.named_child("min") == space.min()
+    assert space.named_child("random", random.Random(4)) == space.sample(random.Random(4))
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(children[5].to_dict(space)))
+    assert space.named_child(str(path)) == children[5]
+    with pytest.raises(SpaceError, match="random"):  # no generator given: "random" is a file name like any other
+        space.named_child("random")
+
+
 def test_mutation_with_zero_probability_is_identity():
     space = load_space("bignas-imagenet")
     child = space.sample(random.Random(3))

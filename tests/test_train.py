@@ -101,6 +101,42 @@ def test_distillation_switches_change_what_the_other_children_learn(tiny_config,
     assert not same(two_steps("sandwich.sampler=best-up"), distilled)
 
 
+def test_a_diverged_run_stops_before_it_logs_or_saves_anything_more(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    recipe = Recipe(load_config(tiny_config, ["eval.every_epochs=0"]), run, show_progress=False)
+    recipe.setup()
+    at = recipe.steps_per_epoch + 1  # the second step of epoch 2: its forward pass overflows
+
+    def overflow(module, inputs, output):
+        return output * float("inf") if recipe.step == at else output
+    recipe.model.register_forward_hook(overflow)
+    every = recipe.cfg.checkpoint.every_steps
+    kept = max(s for s in range(1, at + 1) if s % recipe.steps_per_epoch == 0 or s % every == 0)
+    with pytest.raises(RunError, match=rf"not finite at step {at + 1} \(epoch 2 of 2\): loss_max, loss_min, weights; "
+                                       rf"finite at step {at}, .*last checkpoint, step-{kept:08d}.pt, is intact"):
+        recipe.train()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == at and all(torch.tensor(r["loss_max"]).isfinite() for r in records)
+    assert not (run / "supernet.pt").exists()
+    latest = RunDir(run).latest_checkpoint()
+    assert latest.name == f"step-{kept:08d}.pt"
+    assert all(t.isfinite().all() for t in load_checkpoint(latest, recipe.space.hash)["model"].values()
+               if t.is_floating_point())
+
+
+def test_a_resume_with_another_number_of_processes_is_refused(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    config = load_config(tiny_config, ["epochs=1", "eval.every_epochs=0"])
+    recipe = Recipe(config, run, show_progress=False)
+    recipe.setup()  # run.json: one process
+    recipe.steps_per_epoch = 2
+    recipe.train()  # a checkpoint to resume from
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "world_size": 2}))
+    with pytest.raises(RunError, match=r"run.json: field 'world_size' is 2, but this resume runs 1 process"):
+        Recipe(config, run, show_progress=False).setup(resume=True)
+
+
 def test_resume_after_kill_continues_exactly(tiny_config, tmp_path):
     straight = train(tiny_config, tmp_path / "straight")
     _, err = straight.communicate(timeout=600)

@@ -50,14 +50,6 @@ ESTIMATORS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-def fresh_children(space, n: int, seed: int):
-    rng, children = random.Random(seed), {}
-    while len(children) < n:
-        child = space.sample(rng)
-        children.setdefault(child.hash, child)
-    return list(children.values())
-
-
 def one_pass(sessions, reference, large, repeats: int, rounds: int, warmup: int, progress) -> dict[str, list]:
     """Samples of every child: 'block' (repeats in a row) and 'spread' (rounds of repeats / rounds,
     the children taken in turn in each round)."""
@@ -95,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
 
     profile, space = load_profile(args.profile), load_space(args.space)
-    children = fresh_children(space, args.children, args.seed)
+    children = space.distinct_samples(random.Random(args.seed), args.children)
     progress = Progress()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -24,14 +24,7 @@ from bignas.space import Child, SearchSpace
 def fresh_children(space: SearchSpace, table: LatencyTable, n: int, seed: int) -> list[Child]:
     """`n` distinct random children, none of them one the table was calibrated on."""
     taken = {space.child_from_dict(c["arch"]).hash for c in table.children}
-    rng, children = random.Random(seed), {}
-    for _ in range(100 * n):
-        if len(children) >= n:
-            break
-        child = space.sample(rng)
-        if child.hash not in taken:
-            children.setdefault(child.hash, child)
-    return list(children.values())
+    return space.distinct_samples(random.Random(seed), n, taken=taken)
 
 
 # `--quick` verifies a table on this host when 9 of its 10 children are within 10 % and the median

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bignas.console import Progress
-from bignas.errors import BignasError
+from bignas.errors import run_entry_point
 from bignas.io import check_output_dir, digest, read_json, write_json
 from bignas.latency.measure import BundleError, Timer, file_problem
 from bignas.latency.profiles import parse_profile
@@ -196,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, metavar="FILE", help="latency table JSON to write")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> int:
         table = run_bundle(args.bundle, args.out, None if args.quiet else Progress())
-    except BignasError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"table": args.out, "entries": len(table.entries), "children": len(table.children)}))
-    return 0
+        print(json.dumps({"table": args.out, "entries": len(table.entries), "children": len(table.children)}))
+        return 0
+
+    return run_entry_point(parser.prog, command)
 
 
 if __name__ == "__main__":

@@ -39,14 +39,7 @@ FALLBACKS = (("a", "b"), ("a",))
 
 def calibration_children(space: SearchSpace, n: int, seed: int = 0) -> list[Child]:
     """The smallest, the largest and random children, `n` distinct in all (the ends anchor the fit)."""
-    children = {c.hash: c for c in (space.min(), space.max())}
-    rng = random.Random(seed)
-    for _ in range(100 * n):
-        if len(children) >= n:
-            break
-        child = space.sample(rng)
-        children.setdefault(child.hash, child)
-    return list(children.values())[:n]
+    return space.distinct_samples(random.Random(seed), n, first=(space.min(), space.max()))
 
 
 @functools.lru_cache(maxsize=1 << 16)  # asked for every block of every candidate a search considers

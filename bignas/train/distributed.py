@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -12,6 +13,9 @@ from torch import nn
 from bignas.errors import BignasError
 from bignas.nn import Supernet
 from bignas.train.config import DEVICES
+
+# How long a collective waits for the slowest rank before the job is stopped as hung.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=1)
 
 
 class DeviceError(BignasError):
@@ -55,7 +59,9 @@ class Distributed:
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         dev = pick_device(device, local_rank)
         if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            # At each epoch end the other ranks wait at a barrier while rank 0 evaluates two children
+            # on the whole val split: minutes on ImageNet, past NCCL's default 10-minute watchdog.
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
         return cls(rank, world_size, local_rank, dev)
 
     def prepare(self, model: Supernet, sync_bn: bool) -> None:

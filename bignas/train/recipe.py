@@ -90,6 +90,7 @@ class Recipe:
             self.resume()
         elif self.dist.is_main:
             self.run.create(cfg, self.space, self.dataset.summary(), self.dist.world_size, self.run_fields())
+        self.finite_step = self.step  # the last step `check_finite` passed
         self.writer = self._tensorboard() if self.dist.is_main else None
 
     # ------------------------------------------------------------------ what a supernet run trains
@@ -147,7 +148,8 @@ class Recipe:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return None
-        return SummaryWriter(str(self.run.tensorboard_dir))
+        # On resume, drop the events a killed run logged after its last checkpoint: they are logged again.
+        return SummaryWriter(str(self.run.tensorboard_dir), purge_step=self.step + 1 if self.step else None)
 
     # ------------------------------------------------------------------ train
 
@@ -177,8 +179,13 @@ class Recipe:
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
-                if self.step % cfg.log.every_steps == 0 or self.step == total:
-                    # The loop's only host sync but for a loss-ranking sampler's: once every log interval.
+                log_now = self.step % cfg.log.every_steps == 0 or self.step == total
+                save_now = self.step % self.steps_per_epoch == 0 or self.step % cfg.checkpoint.every_steps == 0
+                if log_now or save_now:
+                    # The loop's only host sync but for a loss-ranking sampler's: once per log interval
+                    # and checkpoint, so that no diverged weights are ever logged or saved.
+                    self.check_finite(losses, epoch)
+                if log_now:
                     now = time.perf_counter()
                     speed = images_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
                     tick, tick_step = now, self.step
@@ -190,13 +197,32 @@ class Recipe:
                     self._log(last)
                 if self.step % self.steps_per_epoch == 0:
                     self._end_epoch(epoch)
-                elif self.step % cfg.checkpoint.every_steps == 0:
+                elif save_now:
                     self.save()
         bar.close()
         if self.dist.is_main:
             self.save_final()
         self.dist.barrier()
         return last
+
+    def check_finite(self, losses: dict[str, torch.Tensor], epoch: int) -> None:
+        """Stop a diverged run with a RunError before it logs or saves anything more: the step's
+        losses and the weights the step left must all be finite. Every process calls this at the
+        same steps and the flags are shared, so all of them stop together and none is left waiting
+        for the others at the next collective."""
+        losses_bad = ~torch.stack([loss.detach().float() for loss in losses.values()]).isfinite()
+        weights_bad = ~torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        bad = self.dist.mean_(torch.cat([losses_bad, weights_bad.reshape(1)]).float())
+        if bool(bad.any()):
+            names = ", ".join(name for name, b in zip([*losses, "weights"], bad.tolist()) if b)
+            kept = self.run.latest_checkpoint()
+            raise RunError(
+                f"training diverged: not finite at step {self.step} (epoch {epoch + 1} of {self.cfg.epochs}): "
+                f"{names}; finite at step {self.finite_step}, the check before. Nothing was logged or saved "
+                f"after step {self.finite_step}" + (f" (the last checkpoint, {kept.name}, is intact)" if kept else "")
+                + ". Train again into a new --out with a lower optimizer.lr, optimizer.grad_clip set or "
+                  "precision=fp32: resuming this run would repeat the same steps")
+        self.finite_step = self.step
 
     def _end_epoch(self, epoch: int) -> None:
         cfg = self.cfg
@@ -242,6 +268,12 @@ class Recipe:
 
     def resume(self) -> None:
         path, state = self.run.load_latest_checkpoint(self.space.hash)
+        saved_world = self.run.read_meta().get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise RunError(f"{self.run.meta_file}: field 'world_size' is {saved_world}, but this resume runs "
+                           f"{self.dist.world_size} process(es): the global batch and the steps of an epoch depend "
+                           f"on it, so the run cannot be continued exactly; resume it with {saved_world} processes in "
+                           f"all, as torchrun started it")
         saved_data = state.get("data_fingerprint")
         if saved_data is not None and saved_data != self.dataset.fingerprint:
             raise RunError(f"{path}: field 'data_fingerprint' is {saved_data!r}, but {self.cfg.data} now "

@@ -169,7 +169,15 @@ class RunDir:
                 raise RunError(f"{self.path}: no weights yet (neither {self.final_file.name} nor "
                                f"{self.checkpoints.name}/step-*.pt)")
             return self.load_latest_checkpoint(space.hash)[1]["model"]
-        state = load_weights(self.final_file, "weights file", CheckpointError)
+        try:
+            state = load_weights(self.final_file, "weights file", CheckpointError)
+        except CheckpointError as e:
+            if self.latest_checkpoint() is None:
+                raise
+            world = self.read_meta().get("world_size", 1)
+            raise CheckpointError(f"{e}; 'bignas train --out {self.path} --resume' writes it again from the run's "
+                                  f"newest checkpoint" + (f" (run it under torchrun with {world} processes, as the "
+                                                          f"run was trained)" if world > 1 else "")) from None
         if state.get("space_hash") != space.hash:
             raise CheckpointError(f"{self.final_file}: field 'space_hash' does not match {self.meta_file}")
         if not isinstance(state.get("model"), dict):
